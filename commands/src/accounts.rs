@@ -1,0 +1,1 @@
+//! The first slice: sign-up, sign-in, profile, organization settings.

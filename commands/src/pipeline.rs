@@ -1,0 +1,262 @@
+//! Load (snapshot + tail) → pure decide → append with the expected version, retrying a
+//! bounded number of times when another writer got there first.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use warden_domain::event::encode;
+use warden_domain::{Aggregate, Ctx, DomainEvent, EventMetadata, RecordedEvent};
+
+use crate::error::CommandError;
+use crate::ports::Clock;
+use crate::store::{AppendRequest, Claim, EventStore, IdempotencyKey, NewEvent, Snapshot, StreamAppend};
+
+/// How many times a command is decided afresh after losing a version race.
+pub const MAX_ATTEMPTS: usize = 5;
+/// A snapshot is written once a stream has grown this many events past the last one.
+pub const SNAPSHOT_EVERY: i64 = 100;
+
+/// An aggregate as loaded: its state and the version it is at (0: no stream yet).
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    pub state: A,
+    pub version: i64,
+    /// Version of the snapshot the load started from (0: none).
+    pub snapshot_version: i64,
+}
+
+/// What a successful command wrote.
+#[derive(Debug, Clone)]
+pub struct Executed<A> {
+    pub state: A,
+    pub events: Vec<RecordedEvent>,
+    /// Global position of the last event written; read models must reach it before the
+    /// caller is answered (read-your-writes). `None` when nothing was written.
+    pub position: Option<i64>,
+}
+
+/// Several streams' events, claims and releases, committed together.
+#[derive(Debug, Default)]
+pub struct Plan {
+    request: AppendRequest,
+}
+
+impl Plan {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an aggregate's new events at the version it was loaded at.
+    pub fn push<A: Aggregate>(
+        &mut self,
+        stream_id: &str,
+        expected_version: i64,
+        events: &[A::Event],
+    ) -> Result<&mut Self, warden_domain::event::CodecError> {
+        let events = encode_all(events)?;
+        self.request.streams.push(StreamAppend {
+            stream_id: stream_id.to_owned(),
+            stream_type: A::STREAM_TYPE.to_owned(),
+            expected_version,
+            events,
+        });
+        Ok(self)
+    }
+
+    pub fn claim(&mut self, key: impl Into<String>, owner_stream_id: &str) -> &mut Self {
+        self.request.claims.push(Claim {
+            key: key.into(),
+            owner_stream_id: owner_stream_id.to_owned(),
+        });
+        self
+    }
+
+    pub fn release(&mut self, key: impl Into<String>) -> &mut Self {
+        self.request.released_claims.push(key.into());
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        self.request.streams.iter().all(|s| s.events.is_empty())
+            && self.request.claims.is_empty()
+            && self.request.released_claims.is_empty()
+    }
+}
+
+/// Request-scoped facts every event records.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    pub metadata: EventMetadata,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+#[derive(Clone)]
+pub struct Pipeline {
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Pipeline {
+    pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn ctx(&self) -> Ctx {
+        Ctx { now: self.now() }
+    }
+
+    /// Loads an aggregate from its latest usable snapshot plus the events after it.
+    pub async fn load<A: Aggregate, E: std::error::Error + 'static>(
+        &self,
+        stream_id: &str,
+    ) -> Result<Loaded<A>, CommandError<E>> {
+        let (mut state, mut version) = match self.store.load_snapshot(stream_id).await? {
+            Some(s) if s.schema_version == A::SNAPSHOT_VERSION => {
+                match serde_json::from_value::<A>(s.state) {
+                    Ok(state) => (state, s.version),
+                    Err(e) => {
+                        tracing::warn!(stream_id, error = %e, "ignoring unreadable snapshot");
+                        (A::default(), 0)
+                    }
+                }
+            }
+            _ => (A::default(), 0),
+        };
+        let snapshot_version = version;
+        for recorded in self.store.read_stream(stream_id, version).await? {
+            let event: A::Event = recorded.decode()?;
+            state.apply(&event, recorded.recorded_at);
+            version = recorded.version;
+        }
+        Ok(Loaded {
+            state,
+            version,
+            snapshot_version,
+        })
+    }
+
+    /// Runs one command against one aggregate: load, decide, append; on a lost race, again.
+    /// `decide` must be pure: it is called once per attempt.
+    pub async fn execute<A, E, F>(
+        &self,
+        stream_id: &str,
+        meta: &Meta,
+        mut decide: F,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        A: Aggregate,
+        E: std::error::Error + 'static,
+        F: FnMut(&A, &Ctx) -> Result<Vec<A::Event>, E>,
+    {
+        self.execute_with(stream_id, meta, |state, ctx, plan, id| {
+            let events = decide(state, ctx).map_err(CommandError::Domain)?;
+            Ok((events, plan, id))
+        })
+        .await
+        .map(|(executed, _)| executed)
+    }
+
+    /// Like [`Pipeline::execute`], but `decide` may also add claims, releases and other
+    /// streams' events to the plan (given the loaded version of this stream).
+    pub async fn execute_with<A, E, F, T>(
+        &self,
+        stream_id: &str,
+        meta: &Meta,
+        mut decide: F,
+    ) -> Result<(Executed<A>, T), CommandError<E>>
+    where
+        A: Aggregate,
+        E: std::error::Error + 'static,
+        F: FnMut(&A, &Ctx, Plan, i64) -> Result<(Vec<A::Event>, Plan, T), CommandError<E>>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.load::<A, E>(stream_id).await?;
+            let ctx = self.ctx();
+            let (events, mut plan, extra) = decide(&loaded.state, &ctx, Plan::new(), loaded.version)?;
+            plan.push::<A>(stream_id, loaded.version, &events)?;
+            match self.commit(plan, meta, ctx.now).await {
+                Ok((recorded, position)) => {
+                    let mut state = loaded.state;
+                    for e in &events {
+                        state.apply(e, ctx.now);
+                    }
+                    let version = loaded.version + events.len() as i64;
+                    if version - loaded.snapshot_version >= SNAPSHOT_EVERY {
+                        self.snapshot(stream_id, &state, version).await;
+                    }
+                    return Ok((
+                        Executed {
+                            state,
+                            events: recorded,
+                            position,
+                        },
+                        extra,
+                    ));
+                }
+                Err(CommandError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CommandError::Conflict)
+    }
+
+    /// Commits a plan as one transaction. Returns the stored events and the last position.
+    pub async fn commit<E: std::error::Error + 'static>(
+        &self,
+        plan: Plan,
+        meta: &Meta,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<RecordedEvent>, Option<i64>), CommandError<E>> {
+        if plan.is_empty() {
+            return Ok((vec![], None));
+        }
+        let mut request = plan.request;
+        request.streams.retain(|s| !s.events.is_empty());
+        request.metadata = meta.metadata.clone();
+        request.recorded_at = now;
+        request.idempotency = meta.idempotency.clone();
+        let outcome = self.store.append(request).await?;
+        let position = (!outcome.events.is_empty()).then_some(outcome.last_position);
+        Ok((outcome.events, position))
+    }
+
+    async fn snapshot<A: Aggregate>(&self, stream_id: &str, state: &A, version: i64) {
+        let Ok(state) = serde_json::to_value(state) else {
+            return;
+        };
+        let snapshot = Snapshot {
+            stream_id: stream_id.to_owned(),
+            schema_version: A::SNAPSHOT_VERSION,
+            version,
+            state,
+        };
+        if let Err(e) = self.store.save_snapshot(snapshot).await {
+            // A snapshot is only a cache: the next load simply reads more events.
+            tracing::warn!(stream_id, error = %e, "snapshot not saved");
+        }
+    }
+}
+
+/// Encodes events for tests and tools that build requests by hand.
+pub fn encode_all<E: DomainEvent>(events: &[E]) -> Result<Vec<NewEvent>, warden_domain::event::CodecError> {
+    events
+        .iter()
+        .map(|e| {
+            encode(e).map(|enc| NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: enc.event_type,
+                schema_version: enc.schema_version,
+                payload: enc.payload,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,172 @@
+//! The event store port. Two implementations live in `warden-infra` (Postgres, SQLite); both
+//! pass one conformance suite.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+use warden_domain::chain::{ChainReport, RawEvent};
+use warden_domain::{EventMetadata, RecordedEvent};
+
+/// One event to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+}
+
+/// Events for one stream, with the version the stream must be at (0: must not exist yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    pub stream_id: String,
+    pub stream_type: String,
+    pub expected_version: i64,
+    pub events: Vec<NewEvent>,
+}
+
+/// A uniqueness claim (e.g. `email:<digest>`) owned by a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub key: String,
+    pub owner_stream_id: String,
+}
+
+/// Identifies an idempotency record: who asked (`scope`) and their key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+}
+
+/// Everything one command writes, in one transaction: all or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct AppendRequest {
+    pub streams: Vec<StreamAppend>,
+    pub metadata: EventMetadata,
+    pub recorded_at: DateTime<Utc>,
+    /// Claims to take. Taking a claim already owned by the same stream is a no-op; owned by
+    /// another stream, the whole append fails with [`StoreError::ClaimTaken`].
+    pub claims: Vec<Claim>,
+    /// Claim keys to give up (only those owned by a stream in this request are released).
+    pub released_claims: Vec<String>,
+    /// Marks this idempotency record as having committed its effect, atomically with it.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppendOutcome {
+    /// The stored events, in global order.
+    pub events: Vec<RecordedEvent>,
+    /// The global position of the last event written (unchanged head if none).
+    pub last_position: i64,
+}
+
+/// A cached aggregate state at a stream version. Rebuildable from events; never required.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub stream_id: String,
+    /// The aggregate's `SNAPSHOT_VERSION` when it was taken.
+    pub schema_version: i32,
+    pub version: i64,
+    pub state: Value,
+}
+
+/// A response saved for an idempotent POST. The body is stored sealed by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// What to do with a request that carries an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// First time: run it; the record is now in flight.
+    Started,
+    /// The first request with this key is still running.
+    InFlight,
+    /// Finished before: answer with this.
+    Replay(SavedResponse),
+    /// The same key came with a different body.
+    Mismatch,
+    /// The first request committed its effect but its response was lost (a crash between
+    /// commit and save): it must not run again.
+    CommittedWithoutResponse,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream {stream_id} is at version {actual}, expected {expected}")]
+    VersionConflict {
+        stream_id: String,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("claim {key} is already taken")]
+    ClaimTaken { key: String },
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the event store failed: {0}")]
+    Backend(String),
+    #[error("a stored event is unreadable: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends atomically: version checks, claims, hash chain, gapless commit-ordered
+    /// global positions, the idempotency mark.
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
+    /// A stream's events with `version > after_version`, in version order.
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// A stream's events exactly as stored and hashed, for chain verification.
+    async fn read_stream_raw(&self, stream_id: &str) -> Result<Vec<RawEvent>, StoreError>;
+
+    /// Recomputes one stream's hash chain.
+    async fn verify_stream(&self, stream_id: &str) -> Result<ChainReport, StoreError> {
+        Ok(warden_domain::chain::verify(&self.read_stream_raw(stream_id).await?))
+    }
+
+    /// Events with `global_position > after`, in global order, at most `limit`.
+    async fn read_all(&self, after: i64, limit: i64) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The highest committed global position (0 when empty).
+    async fn head_position(&self) -> Result<i64, StoreError>;
+
+    /// The stream that owns a claim, if any.
+    async fn claim_owner(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError>;
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// Claims an idempotency record (`INSERT … ON CONFLICT DO NOTHING`), or reports its state.
+    /// An in-flight record older than `stale_after` that never committed is taken over.
+    async fn idempotency_begin(
+        &self,
+        key: &IdempotencyKey,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        stale_after: chrono::Duration,
+    ) -> Result<IdempotencyBegin, StoreError>;
+    /// Saves the final response of a started record.
+    async fn idempotency_finish(
+        &self,
+        key: &IdempotencyKey,
+        response: SavedResponse,
+    ) -> Result<(), StoreError>;
+    /// Drops a started record that did not commit anything (a 5xx), so a retry may run.
+    async fn idempotency_abandon(&self, key: &IdempotencyKey) -> Result<(), StoreError>;
+    /// Deletes records older than `before`; returns how many.
+    async fn idempotency_purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Reachability, for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,268 @@
+//! The organization aggregate: the customer account that owns everything, its profile,
+//! billing currency (fixed at sign-up) and security settings. Stream `organization-<uuid>`.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, Ctx};
+use crate::event::DomainEvent;
+use crate::sealed::Sealed;
+
+/// Failed passphrase / PIN checks allowed per rolling window before 429.
+pub const SECRET_CHECK_FAILURES_ALLOWED: usize = 5;
+/// The rolling window for [`SECRET_CHECK_FAILURES_ALLOWED`].
+pub const SECRET_CHECK_WINDOW_SECS: i64 = 15 * 60;
+
+/// Which organization secret a check was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgSecret {
+    SecurityPassphrase,
+    PortOutPin,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload")]
+pub enum OrganizationEvent {
+    #[serde(rename = "organization.created")]
+    Created {
+        organization_id: Uuid,
+        owner_user_id: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        company_name: Option<String>,
+        billing_currency: String,
+    },
+    /// Profile fields that changed. Address and contact details are personal data, so they
+    /// travel sealed (a JSON object inside).
+    #[serde(rename = "organization.updated")]
+    Updated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        company_name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<Sealed>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contact: Option<Sealed>,
+    },
+    #[serde(rename = "organization.security_passphrase_set")]
+    SecurityPassphraseSet { passphrase_hash: Sealed },
+    #[serde(rename = "organization.port_out_pin_set")]
+    PortOutPinSet { pin_hash: Sealed },
+    /// Someone checked a passphrase or PIN; failures count towards the rate limit.
+    #[serde(rename = "organization.secret_checked")]
+    SecretChecked { secret: OrgSecret, valid: bool },
+}
+
+impl DomainEvent for OrganizationEvent {
+    fn event_types() -> &'static [&'static str] {
+        &[
+            "organization.created",
+            "organization.updated",
+            "organization.security_passphrase_set",
+            "organization.port_out_pin_set",
+            "organization.secret_checked",
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Organization {
+    pub id: Option<Uuid>,
+    pub owner_user_id: Option<Uuid>,
+    pub billing_currency: Option<String>,
+    pub passphrase_hash: Option<Sealed>,
+    pub pin_hash: Option<Sealed>,
+    /// Recent failed checks per secret, newest last, at most the allowance.
+    pub passphrase_failures: Vec<DateTime<Utc>>,
+    pub pin_failures: Vec<DateTime<Utc>>,
+}
+
+impl Organization {
+    pub fn failures(&self, secret: OrgSecret) -> &[DateTime<Utc>] {
+        match secret {
+            OrgSecret::SecurityPassphrase => &self.passphrase_failures,
+            OrgSecret::PortOutPin => &self.pin_failures,
+        }
+    }
+
+    pub fn hash_of(&self, secret: OrgSecret) -> Option<&Sealed> {
+        match secret {
+            OrgSecret::SecurityPassphrase => self.passphrase_hash.as_ref(),
+            OrgSecret::PortOutPin => self.pin_hash.as_ref(),
+        }
+    }
+}
+
+impl Aggregate for Organization {
+    const STREAM_TYPE: &'static str = "organization";
+    type Event = OrganizationEvent;
+
+    fn apply(&mut self, event: &OrganizationEvent, recorded_at: DateTime<Utc>) {
+        match event {
+            OrganizationEvent::Created {
+                organization_id,
+                owner_user_id,
+                billing_currency,
+                ..
+            } => {
+                self.id = Some(*organization_id);
+                self.owner_user_id = Some(*owner_user_id);
+                self.billing_currency = Some(billing_currency.clone());
+            }
+            OrganizationEvent::Updated { .. } => {}
+            OrganizationEvent::SecurityPassphraseSet { passphrase_hash } => {
+                self.passphrase_hash = Some(passphrase_hash.clone());
+                self.passphrase_failures.clear();
+            }
+            OrganizationEvent::PortOutPinSet { pin_hash } => {
+                self.pin_hash = Some(pin_hash.clone());
+                self.pin_failures.clear();
+            }
+            OrganizationEvent::SecretChecked { secret, valid } => {
+                let list = match secret {
+                    OrgSecret::SecurityPassphrase => &mut self.passphrase_failures,
+                    OrgSecret::PortOutPin => &mut self.pin_failures,
+                };
+                if *valid {
+                    list.clear();
+                } else {
+                    list.push(recorded_at);
+                    let excess = list.len().saturating_sub(SECRET_CHECK_FAILURES_ALLOWED);
+                    list.drain(..excess);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrganizationError {
+    #[error("this organization already exists")]
+    AlreadyCreated,
+    #[error("no such organization")]
+    NotFound,
+    #[error("the billing currency is fixed at sign-up and cannot change")]
+    BillingCurrencyImmutable,
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("too many failed checks")]
+    TooManyChecks { retry_after_secs: i64 },
+    #[error("only the organization owner may do this")]
+    NotOwner,
+}
+
+#[derive(Debug, Clone)]
+pub enum OrganizationCommand {
+    Create {
+        organization_id: Uuid,
+        owner_user_id: Uuid,
+        company_name: Option<String>,
+        billing_currency: String,
+    },
+    Update {
+        company_name: Option<String>,
+        address: Option<Sealed>,
+        contact: Option<Sealed>,
+        /// Present when the client tried to change it: refused unless equal.
+        billing_currency: Option<String>,
+    },
+    SetSecret {
+        secret: OrgSecret,
+        current_password_ok: bool,
+        hash: Sealed,
+    },
+    /// Record the outcome of checking a passphrase or PIN (`valid` is `None` when none is set).
+    CheckSecret {
+        secret: OrgSecret,
+        valid: bool,
+    },
+}
+
+/// Refuses a check before any hashing work when the secret is throttled.
+pub fn check_secret_check_allowed(
+    org: &Organization,
+    secret: OrgSecret,
+    now: DateTime<Utc>,
+) -> Result<(), OrganizationError> {
+    let window = Duration::seconds(SECRET_CHECK_WINDOW_SECS);
+    let recent: Vec<_> = org
+        .failures(secret)
+        .iter()
+        .filter(|t| now - **t < window)
+        .collect();
+    match recent.first() {
+        Some(oldest) if recent.len() >= SECRET_CHECK_FAILURES_ALLOWED => {
+            Err(OrganizationError::TooManyChecks {
+                retry_after_secs: (window - (now - **oldest)).num_seconds().max(1),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn decide(
+    org: &Organization,
+    cmd: OrganizationCommand,
+    ctx: &Ctx,
+) -> Result<Vec<OrganizationEvent>, OrganizationError> {
+    if org.id.is_none() && !matches!(cmd, OrganizationCommand::Create { .. }) {
+        return Err(OrganizationError::NotFound);
+    }
+    match cmd {
+        OrganizationCommand::Create {
+            organization_id,
+            owner_user_id,
+            company_name,
+            billing_currency,
+        } => {
+            if org.id.is_some() {
+                return Err(OrganizationError::AlreadyCreated);
+            }
+            Ok(vec![OrganizationEvent::Created {
+                organization_id,
+                owner_user_id,
+                company_name,
+                billing_currency,
+            }])
+        }
+        OrganizationCommand::Update {
+            company_name,
+            address,
+            contact,
+            billing_currency,
+        } => {
+            if let Some(requested) = billing_currency {
+                if org.billing_currency.as_deref() != Some(requested.as_str()) {
+                    return Err(OrganizationError::BillingCurrencyImmutable);
+                }
+            }
+            if company_name.is_none() && address.is_none() && contact.is_none() {
+                return Ok(vec![]);
+            }
+            Ok(vec![OrganizationEvent::Updated {
+                company_name,
+                address,
+                contact,
+            }])
+        }
+        OrganizationCommand::SetSecret {
+            secret,
+            current_password_ok,
+            hash,
+        } => {
+            if !current_password_ok {
+                return Err(OrganizationError::WrongPassword);
+            }
+            Ok(vec![match secret {
+                OrgSecret::SecurityPassphrase => OrganizationEvent::SecurityPassphraseSet {
+                    passphrase_hash: hash,
+                },
+                OrgSecret::PortOutPin => OrganizationEvent::PortOutPinSet { pin_hash: hash },
+            }])
+        }
+        OrganizationCommand::CheckSecret { secret, valid } => {
+            check_secret_check_allowed(org, secret, ctx.now)?;
+            Ok(vec![OrganizationEvent::SecretChecked { secret, valid }])
+        }
+    }
+}
