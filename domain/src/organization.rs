@@ -266,3 +266,7 @@ pub fn decide(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "organization_tests.rs"]
+mod tests;

@@ -307,7 +307,7 @@ pub mod blocklist {
         let squeezed: String = lower.chars().filter(|c| c.is_alphanumeric()).collect();
         context
             .iter()
-            .map(|w| w.to_lowercase())
+            .map(|w| w.to_lowercase().chars().filter(|c| c.is_alphanumeric()).collect::<String>())
             .filter(|w| w.chars().count() >= 3)
             .any(|w| {
                 let rest = squeezed.replace(&w, "");
