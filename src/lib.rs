@@ -1,1 +1,14 @@
-//! Warden
+//! Warden: account security, organizations and phone verification, event-sourced.
+//! This crate is the `warden` binary's library: configuration, wiring, the HTTP API and
+//! the CLI's maintenance commands.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+pub mod api;
+pub mod app;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod telemetry;
+
+pub use app::{Application, AppState};
+pub use config::Settings;

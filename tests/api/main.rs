@@ -1,1 +1,11 @@
+//! Black-box tests: the real server on port 0 over HTTP, against a fresh SQLite file or a
+//! fresh Postgres database each, and the real NATS where a test says so. One binary.
 
+mod helpers;
+
+mod accounts;
+mod idempotency;
+mod operations;
+mod organization;
+mod secrets_never_leak;
+mod sessions;

@@ -1,0 +1,148 @@
+//! `users`: who belongs to which organization, with their (unsealed) profile — the model
+//! behind `GET /v2/users/me` and, later, the member list.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use sqlx::{AnyConnection, AnyPool, FromRow};
+use warden_commands::Secrets;
+use warden_domain::chain::format_time;
+use warden_domain::user::UserEvent;
+use warden_domain::RecordedEvent;
+
+use crate::{open_text, ProjectionError, Projector};
+
+pub struct UsersProjector {
+    secrets: Arc<dyn Secrets>,
+}
+
+impl UsersProjector {
+    pub fn new(secrets: Arc<dyn Secrets>) -> Self {
+        Self { secrets }
+    }
+}
+
+/// A row of `users`.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize)]
+pub struct UserRow {
+    pub user_id: String,
+    pub organization_id: String,
+    pub role: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone_number: Option<String>,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_sign_in_at: Option<String>,
+}
+
+#[async_trait]
+impl Projector for UsersProjector {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["users"]
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.stream_type != "user" {
+            return Ok(());
+        }
+        let user_id = event.stream_id.trim_start_matches("user-").to_owned();
+        let at = format_time(event.recorded_at);
+        let secrets = self.secrets.as_ref();
+        let e: UserEvent = event.decode().map_err(|e| ProjectionError::decode(event, e))?;
+        match e {
+            UserEvent::Registered {
+                organization_id,
+                role,
+                email,
+                first_name,
+                last_name,
+                ..
+            } => {
+                let role = serde_json::to_value(role)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO users (user_id, organization_id, role, email, first_name, last_name, \
+                     phone_number, status, created_at, updated_at, last_sign_in_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, NULL, 'enabled', $7, $7, NULL)",
+                )
+                .bind(&user_id)
+                .bind(organization_id.to_string())
+                .bind(role)
+                .bind(open_text(secrets, &email).await?)
+                .bind(open_text(secrets, &first_name).await?)
+                .bind(open_text(secrets, &last_name).await?)
+                .bind(&at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            UserEvent::SessionStarted { .. } => {
+                sqlx::query("UPDATE users SET last_sign_in_at = $2 WHERE user_id = $1")
+                    .bind(&user_id)
+                    .bind(&at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            UserEvent::ProfileUpdated {
+                first_name,
+                last_name,
+                phone_number,
+            } => {
+                for (column, value) in [
+                    ("first_name", first_name),
+                    ("last_name", last_name),
+                    ("phone_number", phone_number),
+                ] {
+                    if let Some(sealed) = value {
+                        sqlx::query(&format!(
+                            "UPDATE users SET {column} = $2, updated_at = $3 WHERE user_id = $1"
+                        ))
+                        .bind(&user_id)
+                        .bind(open_text(secrets, &sealed).await?)
+                        .bind(&at)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                }
+            }
+            UserEvent::EmailChanged { email } => {
+                sqlx::query("UPDATE users SET email = $2, updated_at = $3 WHERE user_id = $1")
+                    .bind(&user_id)
+                    .bind(open_text(secrets, &email).await?)
+                    .bind(&at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            UserEvent::PasswordChanged { .. }
+            | UserEvent::SignInFailed { .. }
+            | UserEvent::SessionEnded { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+const SELECT: &str = "SELECT user_id, organization_id, role, email, first_name, last_name, phone_number, \
+     status, created_at, updated_at, last_sign_in_at FROM users";
+
+pub async fn get(pool: &AnyPool, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as::<_, UserRow>(&format!("{SELECT} WHERE user_id = $1"))
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Every row, in a stable order (for rebuild comparisons and exports).
+pub async fn all(pool: &AnyPool) -> Result<Vec<UserRow>, sqlx::Error> {
+    sqlx::query_as::<_, UserRow>(&format!("{SELECT} ORDER BY user_id"))
+        .fetch_all(pool)
+        .await
+}

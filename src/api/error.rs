@@ -1,0 +1,315 @@
+//! The one place where errors become HTTP: the envelope
+//! `{"errors":[{"code","title","detail","source":{"pointer"}}]}` with stable codes.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use warden_commands::accounts::AccountsError;
+use warden_commands::ports::SecretsError;
+use warden_commands::{CommandError, StoreError};
+use warden_domain::organization::OrganizationError;
+use warden_domain::user::UserError;
+use warden_domain::values::ValidationError;
+use warden_projections::ProjectionError;
+
+/// Exact texts clients and tests rely on (API.md).
+pub const LOGIN_ATTEMPTS_DETAIL: &str =
+    "You have exceeded the number of log in attempts allowed. Please wait a minute then try again.";
+pub const TOO_MANY_REQUESTS_DETAIL: &str = "You have exceeded the maximum number of allowed requests.";
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ErrorItem {
+    pub code: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Source {
+    pub pointer: String,
+}
+
+/// An HTTP error: a status and one or more envelope items.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub errors: Vec<ErrorItem>,
+    pub retry_after_secs: Option<i64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            errors: vec![ErrorItem {
+                code,
+                title,
+                detail: detail.into(),
+                source: None,
+            }],
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn malformed_json(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON", detail)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+            "Missing, invalid or expired credentials.",
+        )
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Not permitted", detail)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found",
+            "The requested resource does not exist.",
+        )
+    }
+
+    pub fn too_many(code: &'static str, detail: &str, retry_after_secs: i64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, code, "Too many requests", detail);
+        e.retry_after_secs = Some(retry_after_secs.max(1));
+        e
+    }
+
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "Service unavailable",
+            "A backing service is unavailable; try again shortly.",
+        )
+    }
+
+    /// A 500 that logs the cause and tells the client nothing about it.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal error",
+            "Something went wrong on our side.",
+        )
+    }
+
+    pub fn validation(errors: Vec<ValidationError>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            errors: errors
+                .into_iter()
+                .map(|e| ErrorItem {
+                    code: e.code,
+                    title: "Invalid value",
+                    detail: e.detail,
+                    source: Some(Source { pointer: e.pointer }),
+                })
+                .collect(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.errors.first().map(|e| e.code).unwrap_or("error")
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::validation(vec![e])
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "errors": self.errors });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::AlreadyRegistered => {
+                Self::new(StatusCode::CONFLICT, "already_exists", "Already exists", e.to_string())
+            }
+            UserError::NotFound | UserError::SessionNotFound => Self::not_found(),
+            UserError::WrongPassword => Self::new(
+                StatusCode::FORBIDDEN,
+                "invalid_password",
+                "Wrong password",
+                "The current password is not correct.",
+            ),
+            UserError::TooManySignInAttempts { retry_after_secs } => {
+                Self::too_many("too_many_login_attempts", LOGIN_ATTEMPTS_DETAIL, retry_after_secs)
+            }
+        }
+    }
+}
+
+impl From<OrganizationError> for ApiError {
+    fn from(e: OrganizationError) -> Self {
+        match e {
+            OrganizationError::AlreadyCreated => {
+                Self::new(StatusCode::CONFLICT, "already_exists", "Already exists", e.to_string())
+            }
+            OrganizationError::NotFound => Self::not_found(),
+            OrganizationError::BillingCurrencyImmutable => {
+                let mut err = Self::validation(vec![ValidationError::new(
+                    "/billing_currency",
+                    "billing_currency_immutable",
+                    "The billing currency is fixed at sign-up and cannot be changed.",
+                )]);
+                if let Some(item) = err.errors.first_mut() {
+                    item.title = "Billing currency is immutable";
+                }
+                err
+            }
+            OrganizationError::WrongPassword => UserError::WrongPassword.into(),
+            OrganizationError::TooManyChecks { retry_after_secs } => {
+                Self::too_many("too_many_requests", TOO_MANY_REQUESTS_DETAIL, retry_after_secs)
+            }
+            OrganizationError::NotOwner => Self::forbidden("Only the organization owner may do this."),
+        }
+    }
+}
+
+impl From<AccountsError> for ApiError {
+    fn from(e: AccountsError) -> Self {
+        match e {
+            AccountsError::EmailTaken => Self {
+                status: StatusCode::CONFLICT,
+                errors: vec![ErrorItem {
+                    code: "email_taken",
+                    title: "Email already in use",
+                    detail: "An account with this email address already exists.".into(),
+                    source: Some(Source {
+                        pointer: "/email".into(),
+                    }),
+                }],
+                retry_after_secs: None,
+            },
+            AccountsError::InvalidCredentials => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "Invalid credentials",
+                "The email address or password is incorrect.",
+            ),
+            AccountsError::TooManyLoginAttempts { retry_after_secs } => {
+                Self::too_many("too_many_login_attempts", LOGIN_ATTEMPTS_DETAIL, retry_after_secs)
+            }
+            AccountsError::User(e) => e.into(),
+            AccountsError::Organization(e) => e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "event store unavailable");
+                Self::unavailable()
+            }
+            StoreError::VersionConflict { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                "The resource was changed concurrently; try again.",
+            ),
+            StoreError::ClaimTaken { .. } => {
+                Self::new(StatusCode::CONFLICT, "conflict", "Conflict", "The value is already taken.")
+            }
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<SecretsError> for ApiError {
+    fn from(e: SecretsError) -> Self {
+        match e {
+            SecretsError::Unavailable(_) => {
+                tracing::warn!(error = %e, "key store unavailable");
+                Self::unavailable()
+            }
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl<E> From<CommandError<E>> for ApiError
+where
+    E: std::error::Error + Into<ApiError> + 'static,
+{
+    fn from(e: CommandError<E>) -> Self {
+        match e {
+            CommandError::Domain(e) => e.into(),
+            CommandError::Invalid(v) => v.into(),
+            CommandError::Conflict => StoreError::VersionConflict {
+                stream_id: String::new(),
+                expected: 0,
+                actual: 0,
+            }
+            .into(),
+            CommandError::ClaimTaken(_) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                "The value is already taken.",
+            ),
+            CommandError::Store(e) => e.into(),
+            CommandError::Secrets(e) => e.into(),
+            CommandError::Codec(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(e: ProjectionError) -> Self {
+        match e {
+            ProjectionError::Timeout => {
+                tracing::warn!("read models did not catch up in time");
+                Self::unavailable()
+            }
+            ProjectionError::Store(e) => e.into(),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::unavailable()
+            }
+            other => Self::internal(&other),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,206 @@
+//! Request extractors: JSON bodies with field pointers in their errors, the caller's
+//! identity from a bearer token, and the request facts every event records.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+use warden_commands::pipeline::Meta;
+use warden_commands::store::IdempotencyKey;
+use warden_domain::chain::format_time;
+use warden_domain::values::ValidationError;
+use warden_domain::EventMetadata;
+use warden_projections::{sessions, users};
+
+use super::error::ApiError;
+use crate::app::AppState;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A JSON body: syntax errors are 400 `malformed_json`; a missing or mistyped field is 422
+/// with `source.pointer` naming it.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::malformed_json("The request body could not be read."))?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::malformed_json(format!("The request body is not valid JSON: {e}.")))?;
+    if !value.is_object() {
+        return Err(ApiError::malformed_json("The request body must be a JSON object."));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut pointer = String::new();
+        for segment in e.path().iter() {
+            use serde_path_to_error::Segment;
+            match segment {
+                Segment::Map { key } | Segment::Enum { variant: key } => {
+                    pointer.push('/');
+                    pointer.push_str(key);
+                }
+                Segment::Seq { index } => {
+                    pointer.push('/');
+                    pointer.push_str(&index.to_string());
+                }
+                Segment::Unknown => {}
+            }
+        }
+        let message = e.inner().to_string();
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            pointer.push('/');
+            pointer.push_str(field);
+            return ValidationError::new(pointer, "required", "is required").into();
+        }
+        let detail = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        ValidationError::new(if pointer.is_empty() { "/".into() } else { pointer }, "invalid_value", detail).into()
+    })
+}
+
+/// Fails with every validation error at once, or passes.
+pub fn all_valid(errors: impl IntoIterator<Item = Option<ValidationError>>) -> Result<(), ApiError> {
+    let errors: Vec<ValidationError> = errors.into_iter().flatten().collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+/// Who is calling: a signed-in user (session token). API keys come with organizations.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+    pub role: String,
+    pub session_id: Option<Uuid>,
+}
+
+impl Principal {
+    pub fn is_owner(&self) -> bool {
+        self.role == "organization_owner"
+    }
+
+    pub fn actor(&self) -> String {
+        format!("user:{}", self.user_id)
+    }
+}
+
+/// The bearer token of a request, if it carries one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
+        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let digest = state.secrets.token_digest(token);
+        let now = state.now();
+        let now_text = format_time(now);
+        let session = sessions::find_live(&state.db.pool, digest.as_str(), &now_text)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        let last = sessions::last_activity(&state.db.pool, &session).await?;
+        let idle_deadline = chrono::DateTime::parse_from_rfc3339(&last)
+            .map(|t| t.with_timezone(&chrono::Utc) + chrono::Duration::seconds(session.idle_timeout_secs))
+            .map_err(|e| ApiError::internal(&e))?;
+        if idle_deadline <= now {
+            return Err(ApiError::unauthorized());
+        }
+        sessions::touch(&state.db.pool, &session.session_id, &now_text).await?;
+        let user = users::get(&state.db.pool, &session.user_id)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        let principal = Principal {
+            user_id: parse_uuid(&user.user_id)?,
+            organization_id: parse_uuid(&user.organization_id)?,
+            role: user.role,
+            session_id: Some(parse_uuid(&session.session_id)?),
+        };
+        parts.extensions.insert(principal.clone());
+        Ok(principal)
+    }
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|e| ApiError::internal(&e))
+}
+
+/// The facts of this request that every event it causes records (no secrets).
+#[derive(Debug, Clone)]
+pub struct RequestMeta(pub Meta);
+
+impl RequestMeta {
+    pub fn by(mut self, principal: &Principal) -> Meta {
+        self.0.metadata.actor = Some(principal.actor());
+        self.0
+    }
+
+    pub fn anonymous(mut self) -> Meta {
+        self.0.metadata.actor = Some("anonymous".into());
+        self.0
+    }
+}
+
+/// The request id set by the tracing layer (`x-request-id`), reused as correlation id.
+pub fn correlation_id(headers: &HeaderMap) -> Uuid {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .unwrap_or_else(Uuid::now_v7)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect());
+        let idempotency = parts.extensions.get::<IdempotencyKey>().cloned();
+        Ok(Self(Meta {
+            metadata: EventMetadata {
+                actor: None,
+                correlation_id: correlation_id(&parts.headers),
+                causation_id: None,
+                idempotency_key: idempotency.as_ref().map(|k| k.key.clone()),
+                ip,
+                user_agent,
+            },
+            idempotency,
+        }))
+    }
+}

@@ -1,0 +1,96 @@
+//! The HTTP API: one module per resource, each exporting `router()`, merged here with the
+//! shared middleware (request ids, tracing, metrics, idempotency, body limits, panics → 500).
+
+pub mod accounts;
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod metrics;
+pub mod ops;
+pub mod organization;
+pub mod sessions;
+pub mod users;
+pub mod views;
+
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::app::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Warden", description = "Account security, organizations and phone verification. Event-sourced."),
+    paths(
+        accounts::sign_up,
+        sessions::sign_in, sessions::sign_out,
+        users::get_me, users::patch_me, users::change_email, users::change_password,
+        organization::get_org, organization::patch_org, organization::set_passphrase,
+        organization::verify_passphrase, organization::set_pin, organization::verify_pin,
+    ),
+    components(schemas(
+        accounts::SignUpRequest, sessions::SignInRequest, users::PatchMeRequest,
+        users::ChangeEmailRequest, users::ChangePasswordRequest,
+        organization::PatchOrganizationRequest, organization::SetPassphraseRequest,
+        organization::SetPinRequest, organization::VerifyPassphraseRequest, organization::VerifyPinRequest,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+#[derive(Clone, Default)]
+struct UuidRequestId;
+
+impl MakeRequestId for UuidRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        uuid::Uuid::now_v7().to_string().parse().ok().map(RequestId::new)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(accounts::router())
+        .merge(sessions::router())
+        .merge(users::router())
+        .merge(organization::router())
+        .merge(ops::router())
+        .merge(docs::router())
+        .merge(metrics::router(state.metrics.clone()))
+        .fallback(|| async { error::ApiError::not_found() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(RequestBodyLimitLayer::new(extract::MAX_BODY))
+        .layer(CatchPanicLayer::custom(|_| {
+            use axum::response::IntoResponse;
+            error::ApiError::internal(&"handler panicked").into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, UuidRequestId))
+        .with_state(state)
+}

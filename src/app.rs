@@ -1,0 +1,180 @@
+//! Wiring: open the store, keys, command handlers, read models and the bus from
+//! [`Settings`], then serve HTTP until told to stop. `Application::build` binds first and
+//! exposes the port, so tests run the real server on port 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Duration as ChronoDuration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use warden_commands::accounts::{Accounts, SessionPolicy};
+use warden_commands::{Clock, EventStore, Pipeline, Secrets};
+use warden_infra::db::Database;
+use warden_projections::organizations::OrganizationsProjector;
+use warden_projections::sessions::SessionsProjector;
+use warden_projections::users::UsersProjector;
+use warden_projections::{Projections, Projector};
+
+use crate::api;
+use crate::config::Settings;
+
+/// How long a command waits for the caller's read models to show its write.
+pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(10);
+
+/// Everything a request handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Settings,
+    pub db: Database,
+    pub store: Arc<dyn EventStore>,
+    pub secrets: Arc<dyn Secrets>,
+    pub clock: Arc<dyn Clock>,
+    pub pipeline: Pipeline,
+    pub accounts: Accounts,
+    pub projections: Projections,
+    pub relay_wake: Arc<Notify>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Waits until the read models include `position` (read-your-writes), and nudges the relay.
+    pub async fn caught_up(&self, position: Option<i64>) -> Result<(), api::error::ApiError> {
+        let Some(position) = position else {
+            return Ok(());
+        };
+        self.relay_wake.notify_one();
+        self.projections
+            .wait_for(position, READ_YOUR_WRITES_WAIT)
+            .await
+            .map_err(Into::into)
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+}
+
+/// The core services, without HTTP: what the CLI's maintenance commands need too.
+pub struct Core {
+    pub db: Database,
+    pub store: Arc<dyn EventStore>,
+    pub secrets: Arc<dyn Secrets>,
+    pub projections: Projections,
+}
+
+impl Core {
+    pub async fn open(settings: &crate::config::StorageSettings) -> anyhow::Result<Self> {
+        let db = Database::connect(settings.database_url.as_deref(), &settings.data_dir)
+            .await
+            .context("opening the database")?;
+        db.migrate().await.context("applying migrations")?;
+        let master = warden_infra::vault::load_master_key(settings.master_key.as_deref(), &settings.data_dir)
+            .context("loading the master key")?;
+        let secrets: Arc<dyn Secrets> = Arc::new(warden_infra::vault::Vault::new(db.clone(), master));
+        let store = warden_infra::store::open_store(&db);
+        let projectors: Vec<Arc<dyn Projector>> = vec![
+            Arc::new(UsersProjector::new(secrets.clone())),
+            Arc::new(SessionsProjector),
+            Arc::new(OrganizationsProjector::new(secrets.clone())),
+        ];
+        let projections = Projections::new(db.pool.clone(), store.clone(), projectors);
+        Ok(Self {
+            db,
+            store,
+            secrets,
+            projections,
+        })
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    port: u16,
+    shutdown_tx: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let core = Core::open(&settings.storage).await?;
+        let pipeline = Pipeline::new(core.store.clone(), clock.clone());
+        let accounts = Accounts::new(
+            pipeline.clone(),
+            core.secrets.clone(),
+            SessionPolicy {
+                lifetime: ChronoDuration::seconds(settings.session_lifetime_secs),
+                idle_timeout: ChronoDuration::seconds(settings.session_idle_secs),
+            },
+        );
+        let metrics = api::metrics::install()
+            .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let relay_wake = Arc::new(Notify::new());
+        let mut workers = Vec::new();
+        workers.push(tokio::spawn(core.projections.clone().run(shutdown_rx.clone())));
+        workers.push(crate::bus::spawn_relay(&settings, &core, relay_wake.clone(), shutdown_rx.clone()).await?);
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let state = AppState(Arc::new(Inner {
+            settings,
+            db: core.db,
+            store: core.store,
+            secrets: core.secrets,
+            clock,
+            pipeline,
+            accounts,
+            projections: core.projections,
+            relay_wake,
+            metrics,
+        }));
+        Ok(Self {
+            listener,
+            state,
+            port,
+            shutdown_tx,
+            workers,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `signal` resolves, finishing in-flight requests, then stops the workers.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let router = api::router(self.state.clone());
+        tracing::info!(port = self.port, "warden is serving");
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .await?;
+        let _ = self.shutdown_tx.send(true);
+        for worker in self.workers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
+        }
+        tracing::info!("warden stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! The `warden` command line: `serve`, and the maintenance commands that work on the same
+//! store (`migrate`, `projections rebuild`, `audit verify`). Long jobs show progress.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use warden_commands::SystemClock;
+
+use crate::app::{Application, Core};
+use crate::config::{LogFormat, Settings, StorageSettings};
+
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about = "Account security, organizations and phone verification, event-sourced.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API, the projectors and the event relay.
+    Serve(Settings),
+    /// Apply database migrations and exit.
+    Migrate(StorageSettings),
+    /// Read-model maintenance.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Tamper evidence.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Empty a read model (or all) and replay the whole log into it.
+    Rebuild {
+        /// users, sessions, organizations; all when omitted.
+        name: Option<String>,
+        #[command(flatten)]
+        storage: StorageSettings,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute hash chains and name the first broken link. Exit code 1 if any is broken.
+    Verify {
+        /// One stream id (e.g. user-…); every stream when omitted.
+        stream: Option<String>,
+        #[command(flatten)]
+        storage: StorageSettings,
+    },
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{what:>12} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
+    )) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve(settings) => {
+            crate::telemetry::init(settings.log_format);
+            let app = Application::build(settings, Arc::new(SystemClock)).await?;
+            app.run_until(shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::Migrate(storage) => {
+            crate::telemetry::init(LogFormat::Text);
+            Core::open(&storage).await?;
+            println!("migrations applied");
+            Ok(0)
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name, storage },
+        } => {
+            crate::telemetry::init(LogFormat::Text);
+            let core = Core::open(&storage).await?;
+            let names: Vec<String> = match name {
+                Some(n) => vec![n],
+                None => core.projections.names().into_iter().map(str::to_owned).collect(),
+            };
+            for name in names {
+                let progress = bar(0, &name);
+                let applied = core
+                    .projections
+                    .rebuild(&name, |done, total| {
+                        progress.set_length(total.max(0) as u64);
+                        progress.set_position(done.max(0) as u64);
+                    })
+                    .await
+                    .with_context(|| format!("rebuilding {name}"))?;
+                progress.finish();
+                println!("{name}: rebuilt from {applied} events");
+            }
+            Ok(0)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { stream, storage },
+        } => {
+            crate::telemetry::init(LogFormat::Text);
+            let core = Core::open(&storage).await?;
+            let streams = match stream {
+                Some(s) => vec![s],
+                None => all_streams(&core).await?,
+            };
+            let progress = bar(streams.len() as u64, "verify");
+            let mut broken = 0;
+            for s in &streams {
+                let report = core.store.verify_stream(s).await?;
+                if !report.valid {
+                    broken += 1;
+                    progress.println(format!(
+                        "BROKEN {s}: first broken version {}",
+                        report.first_broken_version.unwrap_or_default()
+                    ));
+                }
+                progress.inc(1);
+            }
+            progress.finish();
+            println!("{} streams verified, {broken} broken", streams.len());
+            Ok(if broken == 0 { 0 } else { 1 })
+        }
+    }
+}
+
+async fn all_streams(core: &Core) -> anyhow::Result<Vec<String>> {
+    let mut streams = BTreeSet::new();
+    let mut at = 0;
+    loop {
+        let batch = core.store.read_all(at, 1000).await?;
+        let Some(last) = batch.last().map(|e| e.global_position) else {
+            break;
+        };
+        streams.extend(batch.into_iter().map(|e| e.stream_id));
+        at = last;
+    }
+    Ok(streams.into_iter().collect())
+}
+
+/// Ctrl-C or SIGTERM: stop accepting, finish in-flight requests, stop workers.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,122 @@
+//! Settings for `warden serve`: every option is a flag and an environment variable, and
+//! every one has a working default (embedded SQLite, in-process bus, generated key file).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SenderKind {
+    /// Log each message (development only).
+    Console,
+    /// POST each message as JSON to WARDEN_SENDER_URL.
+    Http,
+    /// Email over SMTP, SMS and calls through the Telnyx API.
+    Live,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where Warden keeps its data and how it talks to the world.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageSettings {
+    /// Directory for the embedded database and the generated master key file.
+    #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./warden-data")]
+    pub data_dir: PathBuf,
+    /// postgres://… for Postgres; unset for embedded SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Base64 of 32 bytes. Unset: a key file is generated in the data directory (development only).
+    #[arg(long, env = "WARDEN_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "WARDEN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub storage: StorageSettings,
+    /// nats://… to broadcast events on JetStream; unset for an in-process bus.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    #[arg(long, env = "WARDEN_ENV", value_enum, default_value = "development")]
+    pub env: Environment,
+    /// How SMS, calls and email are sent.
+    #[arg(long, env = "WARDEN_SENDER", value_enum, default_value = "console")]
+    pub sender: SenderKind,
+    /// Where the `http` sender POSTs messages.
+    #[arg(long, env = "WARDEN_SENDER_URL")]
+    pub sender_url: Option<String>,
+    /// Hard session lifetime in seconds.
+    #[arg(long, env = "WARDEN_SESSION_LIFETIME_SECS", default_value_t = 24 * 3600)]
+    pub session_lifetime_secs: i64,
+    /// Idle session timeout in seconds.
+    #[arg(long, env = "WARDEN_SESSION_IDLE_SECS", default_value_t = 3600)]
+    pub session_idle_secs: i64,
+    /// Log line format.
+    #[arg(long, env = "WARDEN_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("WARDEN_SENDER=console only logs messages and is refused in production; use http or live")]
+    ConsoleSenderInProduction,
+    #[error("production needs WARDEN_MASTER_KEY; a generated key file is for development only")]
+    GeneratedKeyInProduction,
+    #[error("WARDEN_SENDER=http needs WARDEN_SENDER_URL")]
+    MissingSenderUrl,
+    #[error("session lifetimes must be positive")]
+    BadSessionLifetime,
+}
+
+impl Settings {
+    /// Refuses combinations that are unsafe or cannot work.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.env == Environment::Production {
+            if self.sender == SenderKind::Console {
+                return Err(SettingsError::ConsoleSenderInProduction);
+            }
+            if self.storage.master_key.is_none() {
+                return Err(SettingsError::GeneratedKeyInProduction);
+            }
+        }
+        if self.sender == SenderKind::Http && self.sender_url.is_none() {
+            return Err(SettingsError::MissingSenderUrl);
+        }
+        if self.session_lifetime_secs <= 0 || self.session_idle_secs <= 0 {
+            return Err(SettingsError::BadSessionLifetime);
+        }
+        Ok(())
+    }
+
+    /// Defaults for tests and embedding: port 0 on loopback, everything else default.
+    pub fn for_test(data_dir: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            storage: StorageSettings {
+                data_dir,
+                database_url: None,
+                master_key: None,
+            },
+            nats_url: None,
+            env: Environment::Development,
+            sender: SenderKind::Console,
+            sender_url: None,
+            session_lifetime_secs: 24 * 3600,
+            session_idle_secs: 3600,
+            log_format: LogFormat::Text,
+        }
+    }
+}

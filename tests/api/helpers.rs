@@ -1,0 +1,247 @@
+//! `spawn_app` and typed request helpers, so each test reads as a short story.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{TimeZone, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor, Row};
+use warden::config::Settings;
+use warden::{AppState, Application};
+use warden_commands::ManualClock;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Every log line any test app wrote, for the secret scan.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+#[derive(Clone)]
+struct CaptureWriter;
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,sqlx=debug,hyper=info,h2=info,reqwest=info,async_nats=info")
+            .with_writer(|| CaptureWriter)
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub state: AppState,
+    pub settings: Settings,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warden-test-{}", uuid::Uuid::new_v4().simple()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// A fresh, empty Postgres database for one test.
+pub async fn fresh_postgres() -> String {
+    let base = std::env::var("WARDEN_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("warden_api_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("postgres is running");
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+    format!("{base}/{name}")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_on(Backend::Sqlite).await
+}
+
+pub async fn spawn_app_on(backend: Backend) -> TestApp {
+    let mut settings = Settings::for_test(temp_dir());
+    if backend == Backend::Postgres {
+        settings.storage.database_url = Some(fresh_postgres().await);
+    }
+    spawn_with(settings).await
+}
+
+pub fn start_time() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).single().unwrap_or_default()
+}
+
+pub async fn spawn_with(settings: Settings) -> TestApp {
+    spawn_with_clock(settings, Arc::new(ManualClock::new(start_time()))).await
+}
+
+pub async fn spawn_with_clock(settings: Settings, clock: Arc<ManualClock>) -> TestApp {
+    init_logs();
+    let app = Application::build(settings.clone(), clock.clone()).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = app
+            .run_until(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    TestApp {
+        address,
+        client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        clock,
+        state,
+        settings,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+    pub fn code(&self) -> &str {
+        self.body["errors"][0]["code"].as_str().unwrap_or_default()
+    }
+    pub fn pointer(&self) -> &str {
+        self.body["errors"][0]["source"]["pointer"].as_str().unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    /// Stops the server (graceful) and waits for it.
+    pub async fn stop(mut self) -> Settings {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        self.settings.clone()
+    }
+
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut req = self.client.request(method, format!("{}{}", self.address, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::reply(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.address, path))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::reply(req.send().await.expect("request sent")).await
+    }
+
+    async fn reply(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, body, text }
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn sign_up(&self, email: &str) -> Reply {
+        self.post(
+            "/v2/accounts",
+            None,
+            json!({
+                "email": email, "password": PASSWORD, "first_name": "Ada", "last_name": "Lovelace",
+                "company_name": "Analytical Engines", "billing_currency": "GBP"
+            }),
+        )
+        .await
+    }
+
+    pub async fn sign_in_with(&self, email: &str, password: &str) -> Reply {
+        self.post("/v2/sessions", None, json!({ "email": email, "password": password })).await
+    }
+
+    /// Signs up a fresh owner and returns (email, token).
+    pub async fn owner(&self) -> (String, String) {
+        let email = format!("owner-{}@example.com", uuid::Uuid::new_v4().simple());
+        let r = self.sign_up(&email).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let r = self.sign_in_with(&email, PASSWORD).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let token = r.data()["token"].as_str().expect("token").to_owned();
+        (email, token)
+    }
+
+    /// How many events the store holds.
+    pub async fn event_count(&self) -> i64 {
+        self.state.store.head_position().await.expect("head")
+    }
+
+    /// Every stored event row's text, for scans.
+    pub async fn events_table_text(&self) -> String {
+        let rows = sqlx::query("SELECT payload, metadata, event_type, stream_id FROM events")
+            .fetch_all(&self.state.db.pool)
+            .await
+            .expect("events");
+        rows.iter()
+            .map(|r| {
+                (0..4)
+                    .map(|i| r.try_get::<String, _>(i).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
