@@ -49,9 +49,9 @@ SUFFIXES = [
 ]
 PREFIXES = ["1234567890", "123456789", "12345678", "123456", "my", "the", "ilove", "iloveyou"]
 LOVE_FORMS = ["iloveyou", "ilove", "iloveu", "loveyou"]
-# "correct horse battery staple" (xkcd 936) belongs here too, but the test suites still use it
-# as their valid password; add it once they no longer do.
 FAMOUS = [
+    "correct horse battery staple",
+    "correcthorsebatterystaple",
     "the quick brown fox jumps over the lazy dog",
     "thequickbrownfoxjumpsoverthelazydog",
     "the quick brown fox",

@@ -15,6 +15,9 @@ pub enum SecretsError {
     Tampered,
     #[error("secret hashing failed: {0}")]
     Hashing(String),
+    /// The subject was forgotten (its data key destroyed): nothing new may be sealed for it.
+    #[error("the subject was forgotten")]
+    Forgotten,
 }
 
 /// Everything Warden does with secrets, behind one port so no handler holds key material.

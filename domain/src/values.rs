@@ -336,7 +336,9 @@ mod tests {
 
     #[test]
     fn password_length_is_counted_in_characters_after_nfc() {
-        assert!(Password::parse("/password", "correct horse battery staple", &[]).is_ok());
+        assert!(Password::parse("/password", "violet lanterns drift over quiet harbours", &[]).is_ok());
+        // xkcd 936 made this one famous: it is on the list.
+        assert!(Password::parse("/password", "Correct Horse Battery Staple", &[]).is_err());
         let err = Password::parse("/password", "fourteen chars", &[]).unwrap_err();
         assert_eq!(err.code, "password_too_short");
         // 15 emoji are 15 characters.

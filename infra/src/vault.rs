@@ -50,10 +50,6 @@ const WRAPPED_LEN: usize = 1 + NONCE_LEN + KEY_LEN + 16;
 const CACHE_CAPACITY: usize = 10_000;
 const CACHE_TTL: Duration = Duration::from_secs(300);
 
-/// Message of the error `seal` returns for a subject whose key was destroyed.
-pub const FORGOTTEN: &str =
-    "the subject was forgotten: its data key is destroyed and no new data can be sealed for it";
-
 type DataKey = Arc<Zeroizing<[u8; KEY_LEN]>>;
 
 /// Warden's key store, sealing, hashing and digests. Cheap to clone (one `Arc`).
@@ -190,7 +186,7 @@ impl Vault {
                 self.remember(subject, &key, epoch);
                 return Ok(key);
             }
-            Stored::Destroyed => return Err(SecretsError::Unavailable(FORGOTTEN.into())),
+            Stored::Destroyed => return Err(SecretsError::Forgotten),
             Stored::Missing => {}
         }
 
@@ -214,7 +210,7 @@ impl Vault {
                 self.remember(subject, &key, epoch);
                 Ok(key)
             }
-            Stored::Destroyed => Err(SecretsError::Unavailable(FORGOTTEN.into())),
+            Stored::Destroyed => Err(SecretsError::Forgotten),
             Stored::Missing => Err(SecretsError::Unavailable(
                 "the data key was not stored".into(),
             )),

@@ -20,7 +20,7 @@ use sqlx::{Connection, Executor, Row};
 use warden_commands::ports::{Secrets, SecretsError};
 use warden_domain::Sealed;
 use warden_infra::db::{Backend, Database};
-use warden_infra::vault::{load_master_key, MasterKey, Vault, VaultError, FORGOTTEN};
+use warden_infra::vault::{load_master_key, MasterKey, Vault, VaultError};
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -254,9 +254,9 @@ async fn crypto_shredding(t: &TestDb) {
 
     // A forgotten subject gets no new data.
     let err = vault.seal("user-4", b"new").await.unwrap_err();
-    assert_eq!(err, SecretsError::Unavailable(FORGOTTEN.into()));
+    assert_eq!(err, SecretsError::Forgotten);
     let err = t.vault(MASTER).seal("user-4", b"new").await.unwrap_err();
-    assert_eq!(err, SecretsError::Unavailable(FORGOTTEN.into()));
+    assert_eq!(err, SecretsError::Forgotten);
 
     // Forgetting a subject that never had a key also bars it from getting one.
     vault.destroy_key("user-6").await.unwrap();

@@ -251,6 +251,12 @@ impl From<StoreError> for ApiError {
 impl From<SecretsError> for ApiError {
     fn from(e: SecretsError) -> Self {
         match e {
+            SecretsError::Forgotten => Self::new(
+                StatusCode::GONE,
+                "subject_forgotten",
+                "Forgotten",
+                "This person's data was erased at their request.",
+            ),
             SecretsError::Unavailable(_) => {
                 tracing::warn!(error = %e, "key store unavailable");
                 Self::unavailable()

@@ -12,7 +12,7 @@ use warden::config::Settings;
 use warden::{AppState, Application};
 use warden_commands::ManualClock;
 
-pub const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "violet lanterns drift over quiet harbours";
 
 /// Every log line any test app wrote, for the secret scan.
 pub fn captured_logs() -> String {
