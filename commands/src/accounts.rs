@@ -357,10 +357,10 @@ impl Accounts {
         let stream_id = User::stream_id(user_id);
         let sealed = self.seal_text(&stream_id, new_email.as_str()).await?;
         let new_claim = email_claim(self.secrets.as_ref(), &new_email);
-        let old_claim = match self.current_email(user_id).await? {
-            Some(old) => Some(email_claim(self.secrets.as_ref(), &old)),
-            None => None,
-        };
+        let old_claim = self
+            .current_email(user_id)
+            .await?
+            .map(|old| email_claim(self.secrets.as_ref(), &old));
         let result = self
             .pipeline
             .execute_with::<User, AccountsError, _, ()>(&stream_id, meta, |state, ctx, mut plan, _| {

@@ -40,7 +40,7 @@ fn given(events: &[OrganizationEvent]) -> Organization {
 
 #[test]
 fn every_organization_event_type_is_pinned() {
-    let events = vec![
+    let events = [
         created(),
         OrganizationEvent::Updated {
             company_name: Some("Acme".into()),

@@ -58,7 +58,7 @@ fn sign_in(ok: bool, session: u128) -> UserCommand {
 
 #[test]
 fn every_user_event_type_is_pinned() {
-    let events = vec![
+    let events = [
         registered(),
         UserEvent::SessionStarted {
             session_id: uid(10),

@@ -1,1 +1,113 @@
-//! (being written)
+//! Connecting to the database Warden runs on: Postgres when `DATABASE_URL` says so,
+//! otherwise an embedded SQLite file in the data directory. Both sit behind one `AnyPool`,
+//! so read models and operational tables share their SQL; the few dialect differences
+//! (write locks, error codes) are named by [`Backend`]. Migrations are embedded.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A connection pool and which backend it talks to.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open the database: {0}")]
+    Connect(String),
+    #[error("cannot apply migrations: {0}")]
+    Migrate(String),
+    #[error("unsupported database URL (use postgres:// or sqlite://)")]
+    UnsupportedUrl,
+}
+
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+impl Database {
+    /// Opens `database_url` if given, else `<data_dir>/warden.db` (created if missing).
+    pub async fn connect(database_url: Option<&str>, data_dir: &Path) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        match database_url {
+            Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+                Self::connect_postgres(url).await
+            }
+            Some(url) if url.starts_with("sqlite:") => Self::connect_sqlite(url).await,
+            Some(_) => Err(DbError::UnsupportedUrl),
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|e| DbError::Connect(e.to_string()))?;
+                let path = data_dir.join("warden.db");
+                Self::connect_sqlite(&format!("sqlite://{}?mode=rwc", path.display())).await
+            }
+        }
+    }
+
+    async fn connect_postgres(url: &str) -> Result<Self, DbError> {
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(|e| DbError::Connect(e.to_string()))?
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| DbError::Connect(e.to_string()))?;
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    async fn connect_sqlite(url: &str) -> Result<Self, DbError> {
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(|e| DbError::Connect(e.to_string()))?
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; FULL sync so an
+                    // acknowledged write survives a power cut; busy_timeout makes writers
+                    // queue instead of failing.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| DbError::Connect(e.to_string()))?;
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    /// Applies the embedded migrations for this backend.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        let migrator = match self.backend {
+            Backend::Postgres => &PG_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| DbError::Migrate(e.to_string()))
+    }
+}

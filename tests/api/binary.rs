@@ -26,7 +26,7 @@ fn warden(dir: &std::path::Path) -> Command {
 }
 
 async fn serve(dir: &std::path::Path, port: u16) -> Child {
-    let child = warden(dir).args(["serve", "--listen", &format!("127.0.0.1:{port}")]).spawn().unwrap();
+    let mut child = warden(dir).args(["serve", "--listen", &format!("127.0.0.1:{port}")]).spawn().unwrap();
     let client = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
@@ -36,6 +36,8 @@ async fn serve(dir: &std::path::Path, port: u16) -> Child {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("warden serve did not become ready");
 }
 
@@ -48,6 +50,7 @@ fn terminate(mut child: Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("warden serve did not stop on SIGTERM");
 }
 

@@ -1,0 +1,387 @@
+//! The append transaction. Everything that may conflict comes first (claim releases and
+//! takes, the idempotency mark, the expected-version checks), then the append lock as its
+//! own statement, then `max(global_position) + n` and the inserts — so positions are
+//! gapless and in commit order, and a failed append writes nothing.
+
+use std::collections::{BTreeSet, HashMap};
+
+use sqlx::{Any, Row, Transaction};
+use uuid::Uuid;
+use warden_commands::store::{AppendOutcome, AppendRequest, StoreError, StreamAppend};
+use warden_domain::chain::{compute_hash, format_time, RawEvent, GENESIS};
+use warden_domain::RecordedEvent;
+
+use super::errors::{db_error, is_unique_violation, violates_stream_version};
+use super::rows::parse_time;
+use super::SqlEventStore;
+
+/// Rows per multi-row `INSERT INTO events` (12 parameters each).
+const INSERT_CHUNK: usize = 40;
+const EVENT_PARAMS: usize = 12;
+
+/// Why an append stopped inside its transaction.
+enum Failure {
+    Store(StoreError),
+    /// A concurrent writer took one of our versions between the check and the insert; the
+    /// actual version is read after the rollback.
+    Raced {
+        stream_id: String,
+        expected: i64,
+    },
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// One event, hashed and ready to insert once its position is known.
+struct Pending {
+    raw: RawEvent,
+    event_id: Uuid,
+    payload: serde_json::Value,
+}
+
+impl SqlEventStore {
+    pub(super) async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let metadata_text = serde_json::to_string(&request.metadata)
+            .map_err(|e| StoreError::Backend(format!("metadata not serializable: {e}")))?;
+        let recorded_at_text = format_time(request.recorded_at);
+        let mut tx = self.begin_write().await?;
+        let result = self
+            .append_in(&mut tx, &request, &metadata_text, &recorded_at_text)
+            .await;
+        match result {
+            Ok(outcome) => {
+                tx.commit().await.map_err(db_error)?;
+                Ok(outcome)
+            }
+            Err(failure) => {
+                if let Err(e) = tx.rollback().await {
+                    // The connection is closed rather than reused when a rollback fails.
+                    tracing::warn!(error = %db_error(e), "append rollback failed");
+                }
+                match failure {
+                    Failure::Store(e) => Err(e),
+                    Failure::Raced {
+                        stream_id,
+                        expected,
+                    } => {
+                        let actual = self.current_version(&stream_id).await?;
+                        Err(StoreError::VersionConflict {
+                            stream_id,
+                            expected,
+                            actual,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    async fn append_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        request: &AppendRequest,
+        metadata_text: &str,
+        recorded_at_text: &str,
+    ) -> Result<AppendOutcome, Failure> {
+        let claimed_at = format_time(request.recorded_at);
+        release_claims(tx, request).await?;
+        take_claims(tx, request, &claimed_at).await?;
+        if let Some(key) = &request.idempotency {
+            // `done` stays done; anything else now says "the effect is written".
+            sqlx::query(
+                "UPDATE idempotency_keys SET state = 'committed' \
+                 WHERE scope = $1 AND key = $2 AND state <> 'done'",
+            )
+            .bind(key.scope.as_str())
+            .bind(key.key.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        }
+
+        // Version checks and the hash chain, before the lock. A stream named twice in one
+        // request continues from its first part.
+        let mut heads: HashMap<&str, (i64, String)> = HashMap::new();
+        let mut batches: Vec<(&StreamAppend, Vec<Pending>)> =
+            Vec::with_capacity(request.streams.len());
+        for stream in &request.streams {
+            let (current, mut prev_hash) = match heads.get(stream.stream_id.as_str()) {
+                Some(head) => head.clone(),
+                None => stream_head(tx, &stream.stream_id).await?,
+            };
+            if current != stream.expected_version {
+                return Err(Failure::Store(StoreError::VersionConflict {
+                    stream_id: stream.stream_id.clone(),
+                    expected: stream.expected_version,
+                    actual: current,
+                }));
+            }
+            let mut pending = Vec::with_capacity(stream.events.len());
+            let mut version = current;
+            for event in &stream.events {
+                version += 1;
+                let payload = serde_json::to_string(&event.payload)
+                    .map_err(|e| StoreError::Backend(format!("payload not serializable: {e}")))?;
+                let mut raw = RawEvent {
+                    event_id: event.event_id.to_string(),
+                    stream_id: stream.stream_id.clone(),
+                    stream_type: stream.stream_type.clone(),
+                    version,
+                    event_type: event.event_type.clone(),
+                    schema_version: event.schema_version,
+                    recorded_at: recorded_at_text.to_owned(),
+                    payload,
+                    metadata: metadata_text.to_owned(),
+                    prev_hash: prev_hash.clone(),
+                    hash: String::new(),
+                };
+                raw.hash = compute_hash(&prev_hash, &raw);
+                prev_hash = raw.hash.clone();
+                pending.push(Pending {
+                    raw,
+                    event_id: event.event_id,
+                    payload: event.payload.clone(),
+                });
+            }
+            heads.insert(stream.stream_id.as_str(), (version, prev_hash));
+            batches.push((stream, pending));
+        }
+
+        if batches.iter().all(|(_, pending)| pending.is_empty()) {
+            // Claims only: no position to assign, so no lock to take.
+            let head = head_in(tx).await?;
+            return Ok(AppendOutcome {
+                events: Vec::new(),
+                last_position: head,
+            });
+        }
+
+        self.take_append_lock(tx).await?;
+        let mut position = head_in(tx).await?;
+        let recorded_at = parse_time(recorded_at_text)
+            .ok_or_else(|| StoreError::Backend("recorded_at cannot be formatted".into()))?;
+        let mut events = Vec::new();
+        for (stream, pending) in batches {
+            for chunk in pending.chunks(INSERT_CHUNK) {
+                let first = position + 1;
+                position += chunk.len() as i64;
+                insert_events(tx, chunk, first).await.map_err(|e| match e {
+                    e if is_unique_violation(&e) && violates_stream_version(&e) => Failure::Raced {
+                        stream_id: stream.stream_id.clone(),
+                        expected: stream.expected_version,
+                    },
+                    e => Failure::Store(db_error(e)),
+                })?;
+            }
+            let first = position - pending.len() as i64 + 1;
+            for (global_position, p) in (first..).zip(pending) {
+                events.push(RecordedEvent {
+                    event_id: p.event_id,
+                    stream_id: p.raw.stream_id,
+                    stream_type: p.raw.stream_type,
+                    version: p.raw.version,
+                    global_position,
+                    event_type: p.raw.event_type,
+                    schema_version: p.raw.schema_version,
+                    recorded_at,
+                    payload: p.payload,
+                    metadata: request.metadata.clone(),
+                    prev_hash: p.raw.prev_hash,
+                    hash: p.raw.hash,
+                });
+            }
+        }
+        Ok(AppendOutcome {
+            events,
+            last_position: position,
+        })
+    }
+
+    /// A stream's version right now (0 when it has no events).
+    async fn current_version(&self, stream_id: &str) -> Result<i64, StoreError> {
+        sqlx::query("SELECT COALESCE(MAX(version), 0) AS version FROM events WHERE stream_id = $1")
+            .bind(stream_id)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get::<i64, _>("version"))
+            .map_err(db_error)
+    }
+}
+
+/// Gives up the released keys that belong to a stream of this request.
+async fn release_claims(
+    tx: &mut Transaction<'static, Any>,
+    request: &AppendRequest,
+) -> Result<(), Failure> {
+    let owners: BTreeSet<&str> = request
+        .streams
+        .iter()
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let keys: BTreeSet<&str> = request.released_claims.iter().map(String::as_str).collect();
+    let placeholders: Vec<String> = (0..owners.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "DELETE FROM claims WHERE key = $1 AND owner_stream_id IN ({})",
+        placeholders.join(", ")
+    );
+    for key in keys {
+        let mut query = sqlx::query(&sql).bind(key);
+        for owner in &owners {
+            query = query.bind(*owner);
+        }
+        query.execute(&mut **tx).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Takes each claim, in key order (so two appends never wait on each other's claims in a
+/// cycle). Owned by the same stream: a no-op; by another: `ClaimTaken`.
+async fn take_claims(
+    tx: &mut Transaction<'static, Any>,
+    request: &AppendRequest,
+    claimed_at: &str,
+) -> Result<(), Failure> {
+    let claims: BTreeSet<(&str, &str)> = request
+        .claims
+        .iter()
+        .map(|c| (c.key.as_str(), c.owner_stream_id.as_str()))
+        .collect();
+    for (key, owner) in claims {
+        let taken = |_| {
+            Failure::Store(StoreError::ClaimTaken {
+                key: key.to_owned(),
+            })
+        };
+        // A row deleted between the insert and the read (a concurrent release) makes the
+        // insert worth another try.
+        let mut settled = false;
+        for _ in 0..3 {
+            let inserted = sqlx::query(
+                "INSERT INTO claims (key, owner_stream_id, claimed_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(owner)
+            .bind(claimed_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    taken(())
+                } else {
+                    Failure::Store(db_error(e))
+                }
+            })?
+            .rows_affected();
+            if inserted > 0 {
+                settled = true;
+                break;
+            }
+            let current: Option<String> =
+                sqlx::query("SELECT owner_stream_id FROM claims WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .and_then(|row| {
+                        row.map(|r| r.try_get::<String, _>("owner_stream_id"))
+                            .transpose()
+                    })
+                    .map_err(db_error)?;
+            match current {
+                Some(current) if current == owner => {
+                    settled = true;
+                    break;
+                }
+                Some(_) => return Err(taken(())),
+                None => continue,
+            }
+        }
+        if !settled {
+            return Err(Failure::Store(StoreError::Backend(
+                "a claim kept changing owner during the append".into(),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A stream's current version and last hash (`0` and [`GENESIS`] when new).
+async fn stream_head(
+    tx: &mut Transaction<'static, Any>,
+    stream_id: &str,
+) -> Result<(i64, String), Failure> {
+    let row = sqlx::query(
+        "SELECT version, hash FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(stream_id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    match row {
+        None => Ok((0, GENESIS.to_owned())),
+        Some(row) => {
+            let version: i64 = row.try_get("version").map_err(db_error)?;
+            let hash: String = row.try_get("hash").map_err(db_error)?;
+            Ok((version, hash))
+        }
+    }
+}
+
+/// The highest committed position, as this transaction sees it.
+async fn head_in(tx: &mut Transaction<'static, Any>) -> Result<i64, Failure> {
+    let head = sqlx::query("SELECT COALESCE(MAX(global_position), 0) AS head FROM events")
+        .fetch_one(&mut **tx)
+        .await
+        .and_then(|row| row.try_get::<i64, _>("head"))
+        .map_err(db_error)?;
+    Ok(head)
+}
+
+/// Inserts consecutive events at positions `first`, `first + 1`, … in one statement.
+async fn insert_events(
+    tx: &mut Transaction<'static, Any>,
+    chunk: &[Pending],
+    first: i64,
+) -> Result<(), sqlx::Error> {
+    let mut sql = String::from(
+        "INSERT INTO events (global_position, event_id, stream_id, stream_type, version, \
+         event_type, schema_version, recorded_at, payload, metadata, prev_hash, hash) VALUES ",
+    );
+    for row in 0..chunk.len() {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let params: Vec<String> = (1..=EVENT_PARAMS)
+            .map(|col| format!("${}", row * EVENT_PARAMS + col))
+            .collect();
+        sql.push('(');
+        sql.push_str(&params.join(", "));
+        sql.push(')');
+    }
+    let mut query = sqlx::query(&sql);
+    for (position, p) in (first..).zip(chunk) {
+        let raw = &p.raw;
+        query = query
+            .bind(position)
+            .bind(raw.event_id.as_str())
+            .bind(raw.stream_id.as_str())
+            .bind(raw.stream_type.as_str())
+            .bind(raw.version)
+            .bind(raw.event_type.as_str())
+            .bind(i64::from(raw.schema_version))
+            .bind(raw.recorded_at.as_str())
+            .bind(raw.payload.as_str())
+            .bind(raw.metadata.as_str())
+            .bind(raw.prev_hash.as_str())
+            .bind(raw.hash.as_str());
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}

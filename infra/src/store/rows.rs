@@ -1,0 +1,91 @@
+//! One `events` row as stored, and its two readings: the raw form that was hashed, and the
+//! parsed [`RecordedEvent`]. Unparseable rows are `Corrupt`, never a panic.
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+use warden_commands::store::StoreError;
+use warden_domain::chain::RawEvent;
+use warden_domain::{EventMetadata, RecordedEvent};
+
+use super::errors::db_error;
+
+/// The `events` columns, in the order [`EventRow::decode`] reads them by name.
+pub(super) const EVENT_COLUMNS: &str = "global_position, event_id, stream_id, stream_type, \
+     version, event_type, schema_version, recorded_at, payload, metadata, prev_hash, hash";
+
+/// The texts of one stored event.
+#[derive(Debug, Clone)]
+pub(super) struct EventRow {
+    pub global_position: i64,
+    pub raw: RawEvent,
+}
+
+impl EventRow {
+    pub fn decode(row: &AnyRow) -> Result<Self, StoreError> {
+        let global_position: i64 = row.try_get("global_position").map_err(db_error)?;
+        let schema_version: i64 = row.try_get("schema_version").map_err(db_error)?;
+        let schema_version = i32::try_from(schema_version)
+            .map_err(|_| corrupt(global_position, "schema_version is out of range"))?;
+        Ok(Self {
+            global_position,
+            raw: RawEvent {
+                event_id: row.try_get("event_id").map_err(db_error)?,
+                stream_id: row.try_get("stream_id").map_err(db_error)?,
+                stream_type: row.try_get("stream_type").map_err(db_error)?,
+                version: row.try_get("version").map_err(db_error)?,
+                event_type: row.try_get("event_type").map_err(db_error)?,
+                schema_version,
+                recorded_at: row.try_get("recorded_at").map_err(db_error)?,
+                payload: row.try_get("payload").map_err(db_error)?,
+                metadata: row.try_get("metadata").map_err(db_error)?,
+                prev_hash: row.try_get("prev_hash").map_err(db_error)?,
+                hash: row.try_get("hash").map_err(db_error)?,
+            },
+        })
+    }
+
+    pub fn into_raw(self) -> RawEvent {
+        self.raw
+    }
+
+    /// Parses the stored texts. The error names the position and the field, never content.
+    pub fn into_recorded(self) -> Result<RecordedEvent, StoreError> {
+        let position = self.global_position;
+        let raw = self.raw;
+        let event_id = Uuid::parse_str(&raw.event_id)
+            .map_err(|_| corrupt(position, "event_id is not a UUID"))?;
+        let recorded_at = parse_time(&raw.recorded_at)
+            .ok_or_else(|| corrupt(position, "recorded_at is not a time"))?;
+        let payload = serde_json::from_str(&raw.payload)
+            .map_err(|_| corrupt(position, "payload is not JSON"))?;
+        let metadata: EventMetadata = serde_json::from_str(&raw.metadata)
+            .map_err(|_| corrupt(position, "metadata is not valid event metadata"))?;
+        Ok(RecordedEvent {
+            event_id,
+            stream_id: raw.stream_id,
+            stream_type: raw.stream_type,
+            version: raw.version,
+            global_position: position,
+            event_type: raw.event_type,
+            schema_version: raw.schema_version,
+            recorded_at,
+            payload,
+            metadata,
+            prev_hash: raw.prev_hash,
+            hash: raw.hash,
+        })
+    }
+}
+
+/// Reads a `format_time` text back.
+pub(super) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn corrupt(position: i64, what: &str) -> StoreError {
+    StoreError::Corrupt(format!("event at global position {position}: {what}"))
+}

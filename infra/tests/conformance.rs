@@ -1,0 +1,1075 @@
+//! The event-store conformance suite: every case runs against SQLite and Postgres, each on
+//! its own fresh database, so the two backends are held to one contract.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+use sqlx::{Connection, Executor, Row};
+use uuid::Uuid;
+use warden_commands::store::{
+    AppendRequest, Claim, EventStore, IdempotencyBegin, IdempotencyKey, NewEvent, SavedResponse,
+    Snapshot, StoreError, StreamAppend,
+};
+use warden_domain::chain::{format_time, GENESIS};
+use warden_domain::EventMetadata;
+use warden_infra::db::{Backend, Database};
+use warden_infra::store::{open_store, APPEND_LOCK_KEY};
+
+// ---------------------------------------------------------------------------------------
+// Harness: one fresh database per test.
+
+struct TestDb {
+    db: Database,
+    store: Arc<dyn EventStore>,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Sqlite(PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+async fn sqlite_db() -> TestDb {
+    let dir = std::env::temp_dir().join(format!("warden-conformance-{}", Uuid::new_v4().simple()));
+    let db = Database::connect(None, &dir).await.expect("open sqlite");
+    db.migrate().await.expect("migrate sqlite");
+    TestDb {
+        store: open_store(&db),
+        db,
+        cleanup: Cleanup::Sqlite(dir),
+    }
+}
+
+async fn postgres_db() -> TestDb {
+    sqlx::any::install_default_drivers();
+    let admin_url = std::env::var("WARDEN_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("warden_test_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::AnyConnection::connect(&admin_url)
+        .await
+        .expect("connect to the Postgres maintenance database");
+    // CREATE DATABASE fails while another session sits on template1; try again briefly.
+    let mut attempt = 0;
+    loop {
+        match admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                eprintln!("CREATE DATABASE {name} failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("CREATE DATABASE {name}: {e}"),
+        }
+    }
+    let _ = admin.close().await;
+    let url = database_url(&admin_url, &name);
+    let db = Database::connect(Some(&url), &std::env::temp_dir())
+        .await
+        .expect("open the test database");
+    db.migrate().await.expect("migrate postgres");
+    TestDb {
+        store: open_store(&db),
+        db,
+        cleanup: Cleanup::Postgres { admin_url, name },
+    }
+}
+
+/// The same server URL with another database name (any query string is kept).
+fn database_url(admin_url: &str, name: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+impl TestDb {
+    async fn finish(self) {
+        self.db.pool.close().await;
+        match self.cleanup {
+            Cleanup::Sqlite(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Postgres { admin_url, name } => {
+                if let Ok(mut admin) = sqlx::AnyConnection::connect(&admin_url).await {
+                    let _ = admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                    let _ = admin.close().await;
+                }
+            }
+        }
+    }
+}
+
+/// Runs a case, catching its panic so the database is dropped even when it fails.
+async fn run(case: impl std::future::Future<Output = ()>) -> std::thread::Result<()> {
+    use futures::FutureExt as _;
+    std::panic::AssertUnwindSafe(case).catch_unwind().await
+}
+
+/// Instantiates every case for both backends: `sqlite::<case>` and `postgres::<case>`.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let t = super::sqlite_db().await;
+                    let outcome = super::run(super::$case(&t)).await;
+                    t.finish().await;
+                    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let t = super::postgres_db().await;
+                    let outcome = super::run(super::$case(&t)).await;
+                    t.finish().await;
+                    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    appended_events_read_back_with_versions_positions_and_a_valid_chain,
+    a_wrong_expected_version_conflicts_and_writes_nothing,
+    a_conflict_in_a_later_stream_rolls_back_the_whole_request,
+    a_reused_event_id_fails_and_writes_nothing,
+    claims_are_exclusive_and_released_claims_become_free,
+    concurrent_appends_get_gapless_commit_ordered_positions,
+    a_tampered_payload_byte_is_named_by_verify,
+    an_unreadable_row_is_corrupt_not_a_panic,
+    snapshots_only_move_forward,
+    idempotency_records_walk_their_state_machine,
+    read_all_pages_in_global_order_and_head_follows,
+    an_append_waits_for_a_slower_writer_holding_the_append_lock,
+);
+
+// ---------------------------------------------------------------------------------------
+// Builders.
+
+fn t0() -> DateTime<Utc> {
+    // Sub-microsecond digits are cut by `format_time`; stored times keep microseconds.
+    Utc.with_ymd_and_hms(2026, 3, 14, 15, 9, 26)
+        .single()
+        .unwrap()
+        + chrono::Duration::nanoseconds(535_897_932)
+}
+
+fn event(n: i64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "test.something_happened".into(),
+        schema_version: 1,
+        payload: json!({ "n": n, "text": "héllo \"world\"\n", "nested": { "z": [1, 2.5, null], "a": true } }),
+    }
+}
+
+fn events(first: i64, count: i64) -> Vec<NewEvent> {
+    (first..first + count).map(event).collect()
+}
+
+fn stream(id: &str, expected_version: i64, events: Vec<NewEvent>) -> StreamAppend {
+    StreamAppend {
+        stream_id: id.into(),
+        stream_type: "test".into(),
+        expected_version,
+        events,
+    }
+}
+
+fn request(streams: Vec<StreamAppend>) -> AppendRequest {
+    AppendRequest {
+        streams,
+        metadata: EventMetadata {
+            actor: Some(format!("user:{}", Uuid::now_v7())),
+            correlation_id: Uuid::now_v7(),
+            causation_id: Some(Uuid::now_v7()),
+            idempotency_key: Some("key-1".into()),
+            ip: Some("203.0.113.7".into()),
+            user_agent: Some("conformance/1.0".into()),
+        },
+        recorded_at: t0(),
+        ..Default::default()
+    }
+}
+
+fn claim(key: &str, owner: &str) -> Claim {
+    Claim {
+        key: key.into(),
+        owner_stream_id: owner.into(),
+    }
+}
+
+async fn assert_stream_is_empty(store: &dyn EventStore, stream_id: &str) {
+    assert!(
+        store.read_stream(stream_id, 0).await.unwrap().is_empty(),
+        "{stream_id} must be empty"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Cases.
+
+async fn appended_events_read_back_with_versions_positions_and_a_valid_chain(t: &TestDb) {
+    let store = t.store.as_ref();
+    store.ping().await.unwrap();
+    assert_eq!(store.head_position().await.unwrap(), 0);
+
+    let req = request(vec![stream("user-a", 0, events(1, 3))]);
+    let sent = req.clone();
+    let outcome = store.append(req).await.unwrap();
+    assert_eq!(outcome.last_position, 3);
+    assert_eq!(outcome.events.len(), 3);
+
+    let read = store.read_stream("user-a", 0).await.unwrap();
+    assert_eq!(
+        read, outcome.events,
+        "what append returns is what is stored"
+    );
+    for (i, (e, new)) in read.iter().zip(&sent.streams[0].events).enumerate() {
+        let n = i as i64 + 1;
+        assert_eq!(e.version, n);
+        assert_eq!(e.global_position, n);
+        assert_eq!(e.event_id, new.event_id);
+        assert_eq!(e.event_type, new.event_type);
+        assert_eq!(e.schema_version, 1);
+        assert_eq!(e.payload, new.payload);
+        assert_eq!(e.metadata, sent.metadata);
+        assert_eq!(e.stream_type, "test");
+        assert_eq!(format_time(e.recorded_at), format_time(sent.recorded_at));
+    }
+    assert_eq!(read[0].prev_hash, GENESIS);
+    assert_eq!(read[1].prev_hash, read[0].hash);
+    assert_eq!(read[2].prev_hash, read[1].hash);
+
+    let raw = store.read_stream_raw("user-a").await.unwrap();
+    assert_eq!(raw.len(), 3);
+    assert_eq!(raw[0].recorded_at, format_time(sent.recorded_at));
+    assert_eq!(
+        raw[0].payload,
+        serde_json::to_string(&sent.streams[0].events[0].payload).unwrap()
+    );
+    assert_eq!(
+        raw[0].metadata,
+        serde_json::to_string(&sent.metadata).unwrap()
+    );
+
+    // Later versions only; then a continuation, and a stream named twice in one request.
+    let later = store.read_stream("user-a", 2).await.unwrap();
+    assert_eq!(later.iter().map(|e| e.version).collect::<Vec<_>>(), vec![3]);
+    let outcome = store
+        .append(request(vec![
+            stream("user-a", 3, events(4, 1)),
+            stream("user-b", 0, events(1, 1)),
+            stream("user-b", 1, events(2, 2)),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.last_position, 7);
+    assert_eq!(
+        outcome
+            .events
+            .iter()
+            .map(|e| (e.stream_id.as_str(), e.version, e.global_position))
+            .collect::<Vec<_>>(),
+        vec![
+            ("user-a", 4, 4),
+            ("user-b", 1, 5),
+            ("user-b", 2, 6),
+            ("user-b", 3, 7)
+        ]
+    );
+    for (id, count) in [("user-a", 4), ("user-b", 3)] {
+        let report = store.verify_stream(id).await.unwrap();
+        assert!(report.valid, "{id}: {report:?}");
+        assert_eq!(report.events, count);
+    }
+    assert_eq!(store.head_position().await.unwrap(), 7);
+    let unknown = store.verify_stream("user-nobody").await.unwrap();
+    assert!(unknown.valid && unknown.events == 0);
+}
+
+async fn a_wrong_expected_version_conflicts_and_writes_nothing(t: &TestDb) {
+    let store = t.store.as_ref();
+    store
+        .append(request(vec![stream("s1", 0, events(1, 2))]))
+        .await
+        .unwrap();
+
+    for expected in [0, 1, 5] {
+        let mut req = request(vec![stream("s1", expected, events(10, 1))]);
+        req.claims.push(claim("email:conflict", "s1"));
+        let err = store.append(req).await.unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::VersionConflict {
+                stream_id: "s1".into(),
+                expected,
+                actual: 2
+            }
+        );
+    }
+    assert_eq!(store.read_stream("s1", 0).await.unwrap().len(), 2);
+    assert_eq!(store.head_position().await.unwrap(), 2);
+    assert_eq!(store.claim_owner("email:conflict").await.unwrap(), None);
+
+    // The right version still works afterwards, at the next position.
+    let outcome = store
+        .append(request(vec![stream("s1", 2, events(3, 1))]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.last_position, 3);
+    assert!(store.verify_stream("s1").await.unwrap().valid);
+}
+
+async fn a_conflict_in_a_later_stream_rolls_back_the_whole_request(t: &TestDb) {
+    let store = t.store.as_ref();
+    store
+        .append(request(vec![stream("s1", 0, events(1, 1))]))
+        .await
+        .unwrap();
+    let mut req = request(vec![
+        stream("s2", 0, events(1, 2)),
+        stream("s1", 0, events(2, 1)),
+    ]);
+    req.claims.push(claim("phone:+15550100", "s2"));
+    req.idempotency = Some(IdempotencyKey {
+        scope: "user:x".into(),
+        key: "k".into(),
+    });
+    store
+        .idempotency_begin(
+            req.idempotency.as_ref().unwrap(),
+            "h",
+            t0(),
+            chrono::Duration::seconds(60),
+        )
+        .await
+        .unwrap();
+    let err = store.append(req.clone()).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::VersionConflict { stream_id, expected: 0, actual: 1 } if stream_id == "s1"),
+        "{err:?}"
+    );
+    assert_stream_is_empty(store, "s2").await;
+    assert_eq!(store.claim_owner("phone:+15550100").await.unwrap(), None);
+    assert_eq!(store.head_position().await.unwrap(), 1);
+    // The idempotency mark was rolled back with it: the record is still in flight.
+    assert_eq!(
+        store
+            .idempotency_begin(
+                req.idempotency.as_ref().unwrap(),
+                "h",
+                t0(),
+                chrono::Duration::seconds(60)
+            )
+            .await
+            .unwrap(),
+        IdempotencyBegin::InFlight
+    );
+}
+
+async fn a_reused_event_id_fails_and_writes_nothing(t: &TestDb) {
+    let store = t.store.as_ref();
+    let first = events(1, 1);
+    store
+        .append(request(vec![stream("s1", 0, first.clone())]))
+        .await
+        .unwrap();
+    let err = store
+        .append(request(vec![stream(
+            "s2",
+            0,
+            vec![event(1), first[0].clone()],
+        )]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert_stream_is_empty(store, "s2").await;
+    assert_eq!(store.head_position().await.unwrap(), 1);
+}
+
+async fn claims_are_exclusive_and_released_claims_become_free(t: &TestDb) {
+    let store = t.store.as_ref();
+    let mut req = request(vec![stream("user-1", 0, events(1, 1))]);
+    req.claims.push(claim("email:a", "user-1"));
+    store.append(req).await.unwrap();
+    assert_eq!(
+        store.claim_owner("email:a").await.unwrap().as_deref(),
+        Some("user-1")
+    );
+    assert_eq!(store.claim_owner("email:zzz").await.unwrap(), None);
+
+    // Another stream cannot take it; nothing of that request is written.
+    let mut req = request(vec![stream("user-2", 0, events(1, 1))]);
+    req.claims.push(claim("email:b", "user-2"));
+    req.claims.push(claim("email:a", "user-2"));
+    assert_eq!(
+        store.append(req).await.unwrap_err(),
+        StoreError::ClaimTaken {
+            key: "email:a".into()
+        }
+    );
+    assert_stream_is_empty(store, "user-2").await;
+    assert_eq!(store.claim_owner("email:b").await.unwrap(), None);
+    assert_eq!(store.head_position().await.unwrap(), 1);
+
+    // Taking one's own claim again is a no-op.
+    let mut req = request(vec![stream("user-1", 1, events(2, 1))]);
+    req.claims.push(claim("email:a", "user-1"));
+    store.append(req).await.unwrap();
+    assert_eq!(
+        store.claim_owner("email:a").await.unwrap().as_deref(),
+        Some("user-1")
+    );
+
+    // A stream outside the request cannot release someone else's claim.
+    let mut req = request(vec![stream("user-3", 0, events(1, 1))]);
+    req.released_claims.push("email:a".into());
+    store.append(req).await.unwrap();
+    assert_eq!(
+        store.claim_owner("email:a").await.unwrap().as_deref(),
+        Some("user-1")
+    );
+
+    // Changing address: release the old, take the new, in one append.
+    let mut req = request(vec![stream("user-1", 2, events(3, 1))]);
+    req.released_claims.push("email:a".into());
+    req.claims.push(claim("email:c", "user-1"));
+    store.append(req).await.unwrap();
+    assert_eq!(store.claim_owner("email:a").await.unwrap(), None);
+    assert_eq!(
+        store.claim_owner("email:c").await.unwrap().as_deref(),
+        Some("user-1")
+    );
+
+    // The freed claim can now be taken by another stream.
+    let mut req = request(vec![stream("user-2", 0, events(1, 1))]);
+    req.claims.push(claim("email:a", "user-2"));
+    let outcome = store.append(req).await.unwrap();
+    assert_eq!(
+        store.claim_owner("email:a").await.unwrap().as_deref(),
+        Some("user-2")
+    );
+    assert_eq!(outcome.last_position, 5);
+
+    // Claims only (a stream with no events): no position moves.
+    let mut req = request(vec![stream("user-2", 1, vec![])]);
+    req.claims.push(claim("username:two", "user-2"));
+    let outcome = store.append(req).await.unwrap();
+    assert!(outcome.events.is_empty());
+    assert_eq!(outcome.last_position, 5);
+    assert_eq!(
+        store.claim_owner("username:two").await.unwrap().as_deref(),
+        Some("user-2")
+    );
+    assert_eq!(store.head_position().await.unwrap(), 5);
+}
+
+async fn concurrent_appends_get_gapless_commit_ordered_positions(t: &TestDb) {
+    const WRITERS: usize = 16;
+    const APPENDS: usize = 25;
+    const STREAMS: usize = 4;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let conflicts = Arc::new(AtomicU64::new(0));
+
+    // A catch-up reader that must never see a gap or a position twice.
+    let reader = {
+        let store = t.store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut cursor = 0_i64;
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let batch = store.read_all(cursor, 100).await.unwrap();
+                for e in &batch {
+                    assert_eq!(
+                        e.global_position,
+                        cursor + 1,
+                        "reader saw a gap or a repeat"
+                    );
+                    cursor = e.global_position;
+                    seen.push(e.event_id);
+                }
+                if batch.is_empty() {
+                    if finished {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            (cursor, seen)
+        })
+    };
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = t.store.clone();
+        let conflicts = conflicts.clone();
+        writers.push(tokio::spawn(async move {
+            let mut known: BTreeMap<String, i64> = BTreeMap::new();
+            let mut written = Vec::new();
+            for i in 0..APPENDS {
+                // Mostly one stream, sometimes two at once (overlapping with other writers).
+                let a = format!("conc-{}", (w + i) % STREAMS);
+                let b = format!("conc-{}", (w + i + 1) % STREAMS);
+                let names: Vec<String> = if i % 5 == 0 { vec![a, b] } else { vec![a] };
+                loop {
+                    let streams = names
+                        .iter()
+                        .map(|s| {
+                            stream(
+                                s,
+                                *known.get(s).unwrap_or(&0),
+                                events(i as i64, 1 + (i % 2) as i64),
+                            )
+                        })
+                        .collect();
+                    match store.append(request(streams)).await {
+                        Ok(outcome) => {
+                            for e in &outcome.events {
+                                known.insert(e.stream_id.clone(), e.version);
+                                written.push(e.event_id);
+                            }
+                            break;
+                        }
+                        Err(StoreError::VersionConflict {
+                            stream_id, actual, ..
+                        }) => {
+                            conflicts.fetch_add(1, Ordering::Relaxed);
+                            known.insert(stream_id, actual);
+                        }
+                        Err(e) => panic!("append failed: {e}"),
+                    }
+                }
+            }
+            written
+        }));
+    }
+    let mut written = Vec::new();
+    for w in writers {
+        written.extend(w.await.unwrap());
+    }
+    done.store(true, Ordering::SeqCst);
+    let (cursor, seen) = reader.await.unwrap();
+
+    let store = t.store.as_ref();
+    let total = written.len() as i64;
+    assert_eq!(store.head_position().await.unwrap(), total);
+    assert_eq!(cursor, total);
+    assert_eq!(
+        seen.len(),
+        written.len(),
+        "every committed event exactly once"
+    );
+    let seen_set: HashSet<Uuid> = seen.iter().copied().collect();
+    assert_eq!(seen_set.len(), seen.len());
+    assert_eq!(seen_set, written.iter().copied().collect::<HashSet<_>>());
+
+    let all = store.read_all(0, total + 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.global_position).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    let mut per_stream = 0;
+    for s in 0..STREAMS {
+        let id = format!("conc-{s}");
+        let versions: Vec<i64> = store
+            .read_stream(&id, 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+        per_stream += versions.len();
+        let report = store.verify_stream(&id).await.unwrap();
+        assert!(report.valid, "{id}: {report:?}");
+    }
+    assert_eq!(per_stream as i64, total);
+    eprintln!(
+        "{:?}: {total} events committed by {WRITERS}×{APPENDS} appends, {} conflicts retried",
+        t.db.backend,
+        conflicts.load(Ordering::Relaxed)
+    );
+}
+
+async fn a_tampered_payload_byte_is_named_by_verify(t: &TestDb) {
+    let store = t.store.as_ref();
+    store
+        .append(request(vec![stream("victim", 0, events(1, 4))]))
+        .await
+        .unwrap();
+    store
+        .append(request(vec![stream("bystander", 0, events(1, 3))]))
+        .await
+        .unwrap();
+    assert!(store.verify_stream("victim").await.unwrap().valid);
+
+    let row = sqlx::query("SELECT payload FROM events WHERE stream_id = $1 AND version = 3")
+        .bind("victim")
+        .fetch_one(&t.db.pool)
+        .await
+        .unwrap();
+    let payload: String = row.try_get("payload").unwrap();
+    // One byte: "n":3 → "n":8, still valid JSON.
+    let tampered = payload.replacen("\"n\":3", "\"n\":8", 1);
+    assert_ne!(tampered, payload);
+    assert_eq!(tampered.len(), payload.len());
+    sqlx::query("UPDATE events SET payload = $1 WHERE stream_id = $2 AND version = 3")
+        .bind(tampered)
+        .bind("victim")
+        .execute(&t.db.pool)
+        .await
+        .unwrap();
+
+    let report = store.verify_stream("victim").await.unwrap();
+    assert!(!report.valid);
+    assert_eq!(report.first_broken_version, Some(3));
+    assert_eq!(report.events, 4);
+    assert!(store.verify_stream("bystander").await.unwrap().valid);
+    // Still readable: tampering is a chain matter, not a parse error.
+    assert_eq!(
+        store.read_stream("victim", 0).await.unwrap()[2].payload["n"],
+        8
+    );
+}
+
+async fn an_unreadable_row_is_corrupt_not_a_panic(t: &TestDb) {
+    let store = t.store.as_ref();
+    store
+        .append(request(vec![stream("s1", 0, events(1, 2))]))
+        .await
+        .unwrap();
+    for (column, text) in [("payload", "{not json"), ("metadata", "[]")] {
+        sqlx::query(&format!(
+            "UPDATE events SET {column} = $1 WHERE stream_id = 's1' AND version = 2"
+        ))
+        .bind(text)
+        .execute(&t.db.pool)
+        .await
+        .unwrap();
+        assert!(matches!(
+            store.read_stream("s1", 0).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            store.read_all(0, 10).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        let message = store.read_stream("s1", 0).await.unwrap_err().to_string();
+        assert!(
+            !message.contains(text),
+            "the error must not quote stored content"
+        );
+        // The version before it still reads, and verify names the broken one.
+        assert_eq!(store.read_all(0, 1).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .verify_stream("s1")
+                .await
+                .unwrap()
+                .first_broken_version,
+            Some(2)
+        );
+    }
+}
+
+async fn snapshots_only_move_forward(t: &TestDb) {
+    let store = t.store.as_ref();
+    assert_eq!(store.load_snapshot("user-1").await.unwrap(), None);
+    let snap = |schema_version, version, n| Snapshot {
+        stream_id: "user-1".into(),
+        schema_version,
+        version,
+        state: json!({ "n": n, "name": "Zoë", "list": [3, 1, 2] }),
+    };
+    store.save_snapshot(snap(1, 3, 3)).await.unwrap();
+    assert_eq!(
+        store.load_snapshot("user-1").await.unwrap(),
+        Some(snap(1, 3, 3))
+    );
+    store.save_snapshot(snap(1, 2, 2)).await.unwrap();
+    assert_eq!(
+        store.load_snapshot("user-1").await.unwrap(),
+        Some(snap(1, 3, 3)),
+        "older is ignored"
+    );
+    store.save_snapshot(snap(1, 3, 99)).await.unwrap();
+    assert_eq!(
+        store.load_snapshot("user-1").await.unwrap(),
+        Some(snap(1, 3, 3)),
+        "same is ignored"
+    );
+    store.save_snapshot(snap(1, 7, 7)).await.unwrap();
+    assert_eq!(
+        store.load_snapshot("user-1").await.unwrap(),
+        Some(snap(1, 7, 7))
+    );
+    // A newer snapshot schema at the same version replaces; an older one does not.
+    store.save_snapshot(snap(2, 7, 70)).await.unwrap();
+    assert_eq!(
+        store.load_snapshot("user-1").await.unwrap(),
+        Some(snap(2, 7, 70))
+    );
+    store.save_snapshot(snap(1, 7, 7)).await.unwrap();
+    assert_eq!(
+        store.load_snapshot("user-1").await.unwrap(),
+        Some(snap(2, 7, 70))
+    );
+    assert_eq!(store.load_snapshot("user-2").await.unwrap(), None);
+
+    // A snapshot is a cache: an unreadable one reads as none.
+    sqlx::query("UPDATE snapshots SET state = '{oops' WHERE stream_id = 'user-1'")
+        .execute(&t.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(store.load_snapshot("user-1").await.unwrap(), None);
+}
+
+async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
+    let store = t.store.as_ref();
+    let stale = chrono::Duration::seconds(60);
+    let at = |secs| t0() + chrono::Duration::seconds(secs);
+    let key = |k: &str| IdempotencyKey {
+        scope: "user:1".into(),
+        key: k.into(),
+    };
+    let k = key("k1");
+
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h1", at(0), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h1", at(1), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::InFlight
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h2", at(1), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    // The same key in another scope is another record.
+    let other_scope = IdempotencyKey {
+        scope: "user:2".into(),
+        key: "k1".into(),
+    };
+    assert_eq!(
+        store
+            .idempotency_begin(&other_scope, "h2", at(1), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+
+    // A crashed first attempt goes stale and is taken over, once.
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h1", at(120), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h1", at(121), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::InFlight
+    );
+
+    // The append marks it committed atomically with its events.
+    let mut req = request(vec![stream("s1", 0, events(1, 1))]);
+    req.idempotency = Some(k.clone());
+    store.append(req).await.unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h1", at(122), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::CommittedWithoutResponse
+    );
+    // Even long after: a committed effect never runs twice, and abandon keeps it.
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h1", at(10_000), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::CommittedWithoutResponse
+    );
+    store.idempotency_abandon(&k).await.unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h1", at(123), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::CommittedWithoutResponse
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h2", at(123), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+
+    let response = SavedResponse {
+        status: 201,
+        body: vec![0, 159, 146, 150, 255, b'{'],
+    };
+    store
+        .idempotency_finish(&k, response.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h1", at(124), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Replay(response.clone())
+    );
+    // The commit mark of a later append cannot demote a finished record.
+    let mut req = request(vec![stream("s1", 1, events(2, 1))]);
+    req.idempotency = Some(k.clone());
+    store.append(req).await.unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h1", at(125), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Replay(response)
+    );
+
+    // A 5xx with nothing committed: abandon, and the retry runs.
+    let k2 = key("k2");
+    assert_eq!(
+        store
+            .idempotency_begin(&k2, "h", at(200), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+    store.idempotency_abandon(&k2).await.unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(&k2, "h", at(201), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+
+    // A finished response with an empty body replays as empty.
+    let k3 = key("k3");
+    assert_eq!(
+        store
+            .idempotency_begin(&k3, "h", at(300), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+    store
+        .idempotency_finish(
+            &k3,
+            SavedResponse {
+                status: 204,
+                body: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(&k3, "h", at(301), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Replay(SavedResponse {
+            status: 204,
+            body: vec![]
+        })
+    );
+
+    // Purge goes by creation time: k1 and other_scope (t0+0/1) and k2 (t0+200) but not k3.
+    assert_eq!(store.idempotency_purge(at(250)).await.unwrap(), 3);
+    assert_eq!(store.idempotency_purge(at(250)).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h2", at(400), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert!(matches!(
+        store
+            .idempotency_begin(&k3, "h", at(400), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Replay(_)
+    ));
+}
+
+async fn read_all_pages_in_global_order_and_head_follows(t: &TestDb) {
+    let store = t.store.as_ref();
+    assert!(store.read_all(0, 100).await.unwrap().is_empty());
+    assert_eq!(store.head_position().await.unwrap(), 0);
+
+    let mut expected = Vec::new();
+    let plan: [(&str, i64, i64); 4] = [("a", 0, 3), ("b", 0, 2), ("a", 3, 1), ("c", 0, 4)];
+    for (id, version, count) in plan {
+        let outcome = store
+            .append(request(vec![stream(
+                id,
+                version,
+                events(version + 1, count),
+            )]))
+            .await
+            .unwrap();
+        expected.extend(
+            outcome
+                .events
+                .iter()
+                .map(|e| (e.event_id, e.stream_id.clone(), e.version)),
+        );
+        assert_eq!(store.head_position().await.unwrap(), expected.len() as i64);
+        assert_eq!(outcome.last_position, expected.len() as i64);
+    }
+
+    let mut cursor = 0;
+    let mut pages = Vec::new();
+    let mut got = Vec::new();
+    loop {
+        let page = store.read_all(cursor, 4).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        pages.push(page.len());
+        for e in page {
+            assert_eq!(e.global_position, cursor + 1);
+            cursor = e.global_position;
+            got.push((e.event_id, e.stream_id, e.version));
+        }
+    }
+    assert_eq!(pages, vec![4, 4, 2]);
+    assert_eq!(got, expected);
+    assert!(store.read_all(10, 4).await.unwrap().is_empty());
+    assert!(store.read_all(0, 0).await.unwrap().is_empty());
+    assert_eq!(store.read_all(7, 100).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .read_stream("a", 1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.version, e.global_position))
+            .collect::<Vec<_>>(),
+        vec![(2, 2), (3, 3), (4, 6)]
+    );
+}
+
+/// The "slow A / fast B" case: a writer A holds the append lock and writes position 2 by
+/// hand; B's append must wait for A's commit and then get position 3, so a reader never
+/// sees 3 before 2.
+async fn an_append_waits_for_a_slower_writer_holding_the_append_lock(t: &TestDb) {
+    let store = t.store.clone();
+    let first = store
+        .append(request(vec![stream("a", 0, events(1, 1))]))
+        .await
+        .unwrap();
+    assert_eq!(first.last_position, 1);
+    let raw = store.read_stream_raw("a").await.unwrap().remove(0);
+
+    let begin = match t.db.backend {
+        Backend::Postgres => "BEGIN ISOLATION LEVEL READ COMMITTED",
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+    };
+    let mut slow = t.db.pool.begin_with(begin).await.unwrap();
+    if t.db.backend == Backend::Postgres {
+        sqlx::query("SELECT CAST(1 AS BIGINT) FROM pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK_KEY)
+            .execute(&mut *slow)
+            .await
+            .unwrap();
+    }
+    // A's event: a copy of a/1 as stream "slow", version 1, at position 2 (not chained
+    // properly; only its position matters here).
+    sqlx::query(
+        "INSERT INTO events (global_position, event_id, stream_id, stream_type, version, \
+         event_type, schema_version, recorded_at, payload, metadata, prev_hash, hash) \
+         VALUES (2, $1, 'slow', 'test', 1, $2, 1, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(raw.event_type)
+    .bind(raw.recorded_at)
+    .bind(raw.payload)
+    .bind(raw.metadata)
+    .bind(raw.prev_hash)
+    .bind(raw.hash)
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+
+    let fast = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append(request(vec![stream("b", 0, events(1, 1))]))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!fast.is_finished(), "B must wait for A's append lock");
+    assert_eq!(store.head_position().await.unwrap(), 1);
+    assert_eq!(store.read_all(1, 10).await.unwrap().len(), 0);
+
+    slow.commit().await.unwrap();
+    let outcome = fast.await.unwrap().unwrap();
+    assert_eq!(outcome.last_position, 3);
+    let order: Vec<(i64, String)> = store
+        .read_all(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.global_position, e.stream_id))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (1, "a".to_owned()),
+            (2, "slow".to_owned()),
+            (3, "b".to_owned())
+        ]
+    );
+}
