@@ -12,7 +12,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use warden_commands::accounts::{Accounts, SessionPolicy};
 use warden_commands::{Clock, EventStore, Pipeline, Secrets};
-use warden_infra::db::Database;
+use warden_infra::db::{Backend, Database};
 use warden_projections::organizations::OrganizationsProjector;
 use warden_projections::sessions::SessionsProjector;
 use warden_projections::users::UsersProjector;
@@ -90,6 +90,10 @@ impl Core {
             Arc::new(OrganizationsProjector::new(secrets.clone())),
         ];
         let projections = Projections::new(db.pool.clone(), store.clone(), projectors);
+        let projections = match db.backend {
+            Backend::Sqlite => projections.with_dialect("BEGIN IMMEDIATE", ""),
+            Backend::Postgres => projections.with_dialect("BEGIN", " FOR UPDATE"),
+        };
         Ok(Self {
             db,
             store,

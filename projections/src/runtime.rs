@@ -65,6 +65,13 @@ pub struct Projections {
     wake: Arc<Notify>,
     reached_tx: Arc<watch::Sender<i64>>,
     reached: watch::Receiver<i64>,
+    /// The statement that opens a projector's write transaction. SQLite needs
+    /// `BEGIN IMMEDIATE`: a deferred transaction that reads first cannot later upgrade to a
+    /// write once another connection has committed (SQLITE_BUSY_SNAPSHOT, no busy wait).
+    begin: &'static str,
+    /// Appended to the checkpoint read inside a projector's transaction: `FOR UPDATE` on
+    /// Postgres, so two instances never apply the same batch (SQLite has one writer anyway).
+    lock_checkpoint: &'static str,
 }
 
 impl Projections {
@@ -77,7 +84,17 @@ impl Projections {
             wake: Arc::new(Notify::new()),
             reached_tx: Arc::new(tx),
             reached: rx,
+            begin: "BEGIN",
+            lock_checkpoint: "",
         }
+    }
+
+    /// Dialect: the statement opening a write transaction, and the suffix that row-locks the
+    /// checkpoint inside it.
+    pub fn with_dialect(mut self, begin: &'static str, lock_checkpoint: &'static str) -> Self {
+        self.begin = begin;
+        self.lock_checkpoint = lock_checkpoint;
+        self
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -129,7 +146,7 @@ impl Projections {
         let mut min = i64::MAX;
         let mut conn = self.pool.acquire().await?;
         for p in self.projectors.iter() {
-            min = min.min(checkpoint(&mut conn, p.name()).await?);
+            min = min.min(checkpoint(&mut conn, p.name(), "").await?);
         }
         Ok(if min == i64::MAX { 0 } else { min })
     }
@@ -185,13 +202,33 @@ impl Projections {
     }
 
     async fn catch_up(&self, p: &dyn Projector) -> Result<(bool, i64), ProjectionError> {
-        let mut tx = self.pool.begin().await?;
-        let from = checkpoint(&mut tx, p.name()).await?;
+        // Look first without a write transaction: an idle poll takes no lock.
+        let from = {
+            let mut conn = self.pool.acquire().await?;
+            checkpoint(&mut conn, p.name(), "").await?
+        };
         let events = self.store.read_all(from, BATCH).await?;
         let Some(last) = events.last().map(|e| e.global_position) else {
-            tx.rollback().await?;
             return Ok((false, from));
         };
+        if from == 0 {
+            // The row must exist for the lock below to hold anything.
+            sqlx::query(
+                "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(checkpoint_name(p.name()))
+            .bind(warden_domain::chain::format_time(chrono::Utc::now()))
+            .execute(&self.pool)
+            .await?;
+        }
+        let mut tx = self.pool.begin_with(self.begin).await?;
+        let current = checkpoint(&mut tx, p.name(), self.lock_checkpoint).await?;
+        if current != from {
+            // Someone else (another instance, a rebuild) moved it: start over from there.
+            tx.rollback().await?;
+            return Ok((true, current));
+        }
         for event in &events {
             p.apply(&mut tx, event).await?;
         }
@@ -216,7 +253,9 @@ impl Projections {
             .cloned()
             .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))?;
         let total = self.store.head_position().await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(self.begin).await?;
+        save_checkpoint(&mut tx, p.name(), 0).await?;
+        checkpoint(&mut tx, p.name(), self.lock_checkpoint).await?;
         for table in p.tables() {
             sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
         }
@@ -245,8 +284,8 @@ fn metrics_position(name: &'static str, position: i64) {
     tracing::trace!(projection = name, position, "projected");
 }
 
-async fn checkpoint(conn: &mut AnyConnection, name: &str) -> Result<i64, ProjectionError> {
-    let row = sqlx::query("SELECT position FROM checkpoints WHERE name = $1")
+async fn checkpoint(conn: &mut AnyConnection, name: &str, lock: &str) -> Result<i64, ProjectionError> {
+    let row = sqlx::query(&format!("SELECT position FROM checkpoints WHERE name = $1{lock}"))
         .bind(checkpoint_name(name))
         .fetch_optional(&mut *conn)
         .await?;
