@@ -38,6 +38,10 @@ pub struct Inner {
     pub accounts: Accounts,
     pub projections: Projections,
     pub relay_wake: Arc<Notify>,
+    /// How far the relay has durably published.
+    pub relayed: watch::Receiver<i64>,
+    /// The in-process bus, when there is no NATS.
+    pub bus: Option<warden_infra::bus::InProcessBus>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -130,7 +134,8 @@ impl Application {
         let relay_wake = Arc::new(Notify::new());
         let mut workers = Vec::new();
         workers.push(tokio::spawn(core.projections.clone().run(shutdown_rx.clone())));
-        workers.push(crate::bus::spawn_relay(&settings, &core, relay_wake.clone(), shutdown_rx.clone()).await?);
+        let relay = crate::bus::spawn_relay(&settings, &core, relay_wake.clone(), shutdown_rx.clone());
+        workers.push(relay.task);
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -145,6 +150,8 @@ impl Application {
             accounts,
             projections: core.projections,
             relay_wake,
+            relayed: relay.position,
+            bus: relay.in_process,
             metrics,
         }));
         Ok(Self {

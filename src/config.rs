@@ -50,6 +50,12 @@ pub struct Settings {
     /// nats://… to broadcast events on JetStream; unset for an in-process bus.
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
+    /// JetStream stream the relay publishes to.
+    #[arg(long, env = "WARDEN_NATS_STREAM", default_value = "WARDEN_EVENTS")]
+    pub nats_stream: String,
+    /// Subject prefix: events go to `<prefix>.<stream_type>.<event_type>`.
+    #[arg(long, env = "WARDEN_NATS_SUBJECT_PREFIX", default_value = "warden.events")]
+    pub nats_subject_prefix: String,
     #[arg(long, env = "WARDEN_ENV", value_enum, default_value = "development")]
     pub env: Environment,
     /// How SMS, calls and email are sent.
@@ -111,6 +117,8 @@ impl Settings {
                 master_key: None,
             },
             nats_url: None,
+            nats_stream: "WARDEN_EVENTS".into(),
+            nats_subject_prefix: "warden.events".into(),
             env: Environment::Development,
             sender: SenderKind::Console,
             sender_url: None,

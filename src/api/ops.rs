@@ -22,11 +22,18 @@ pub async fn healthz() -> axum::Json<Value> {
 }
 
 /// Ready: the event store answers (and so the read models, which share the database).
+/// The bus is reported, not required: while NATS is down, writes go on and the relay
+/// catches up afterwards.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
     match state.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
-            axum::Json(json!({ "status": "ready", "projected_position": state.projections.position() })),
+            axum::Json(json!({
+                "status": "ready",
+                "projected_position": state.projections.position(),
+                "relayed_position": *state.relayed.borrow(),
+                "bus": if state.bus.is_some() { "in_process" } else { "nats" },
+            })),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");

@@ -5,6 +5,7 @@ mod helpers;
 
 mod accounts;
 mod binary;
+mod broadcast;
 mod idempotency;
 mod operations;
 mod organization;
