@@ -84,9 +84,13 @@ impl Core {
             .await
             .context("opening the database")?;
         db.migrate().await.context("applying migrations")?;
-        let master = warden_infra::vault::load_master_key(settings.master_key.as_deref(), &settings.data_dir)
-            .context("loading the master key")?;
-        let secrets: Arc<dyn Secrets> = Arc::new(warden_infra::vault::Vault::new(db.clone(), master));
+        let master = warden_infra::vault::load_master_key(
+            settings.master_key.as_deref(),
+            &settings.data_dir,
+        )
+        .context("loading the master key")?;
+        let secrets: Arc<dyn Secrets> =
+            Arc::new(warden_infra::vault::Vault::new(db.clone(), master));
         let store = warden_infra::store::open_store(&db);
         let projectors: Vec<Arc<dyn Projector>> = vec![
             Arc::new(UsersProjector::new(secrets.clone())),
@@ -133,8 +137,11 @@ impl Application {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let relay_wake = Arc::new(Notify::new());
         let mut workers = Vec::new();
-        workers.push(tokio::spawn(core.projections.clone().run(shutdown_rx.clone())));
-        let relay = crate::bus::spawn_relay(&settings, &core, relay_wake.clone(), shutdown_rx.clone());
+        workers.push(tokio::spawn(
+            core.projections.clone().run(shutdown_rx.clone()),
+        ));
+        let relay =
+            crate::bus::spawn_relay(&settings, &core, relay_wake.clone(), shutdown_rx.clone());
         workers.push(relay.task);
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -172,7 +179,10 @@ impl Application {
     }
 
     /// Serves until `signal` resolves, finishing in-flight requests, then stops the workers.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let router = api::router(self.state.clone());
         tracing::info!(port = self.port, "warden is serving");
         axum::serve(

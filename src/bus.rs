@@ -40,7 +40,13 @@ pub fn spawn_relay(
             (Arc::new(bus.clone()), Some(bus))
         }
     };
-    let relay = Relay::new(core.store.clone(), core.db.clone(), publisher, RelayConfig::default()).with_waker(wake);
+    let relay = Relay::new(
+        core.store.clone(),
+        core.db.clone(),
+        publisher,
+        RelayConfig::default(),
+    )
+    .with_waker(wake);
     let position = relay.position();
     let token = CancellationToken::new();
     let cancel = token.clone();

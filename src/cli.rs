@@ -13,7 +13,11 @@ use crate::app::{Application, Core};
 use crate::config::{LogFormat, Settings, StorageSettings};
 
 #[derive(Debug, Parser)]
-#[command(name = "warden", version, about = "Account security, organizations and phone verification, event-sourced.")]
+#[command(
+    name = "warden",
+    version,
+    about = "Account security, organizations and phone verification, event-sourced."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -90,7 +94,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let core = Core::open(&storage).await?;
             let names: Vec<String> = match name {
                 Some(n) => vec![n],
-                None => core.projections.names().into_iter().map(str::to_owned).collect(),
+                None => core
+                    .projections
+                    .names()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
             };
             for name in names {
                 let progress = bar(0, &name);

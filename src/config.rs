@@ -54,7 +54,11 @@ pub struct Settings {
     #[arg(long, env = "WARDEN_NATS_STREAM", default_value = "WARDEN_EVENTS")]
     pub nats_stream: String,
     /// Subject prefix: events go to `<prefix>.<stream_type>.<event_type>`.
-    #[arg(long, env = "WARDEN_NATS_SUBJECT_PREFIX", default_value = "warden.events")]
+    #[arg(
+        long,
+        env = "WARDEN_NATS_SUBJECT_PREFIX",
+        default_value = "warden.events"
+    )]
     pub nats_subject_prefix: String,
     #[arg(long, env = "WARDEN_ENV", value_enum, default_value = "development")]
     pub env: Environment,
@@ -77,7 +81,9 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("WARDEN_SENDER=console only logs messages and is refused in production; use http or live")]
+    #[error(
+        "WARDEN_SENDER=console only logs messages and is refused in production; use http or live"
+    )]
     ConsoleSenderInProduction,
     #[error("production needs WARDEN_MASTER_KEY; a generated key file is for development only")]
     GeneratedKeyInProduction,

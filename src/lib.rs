@@ -1,7 +1,12 @@
 //! Warden: account security, organizations and phone verification, event-sourced.
 //! This crate is the `warden` binary's library: configuration, wiring, the HTTP API and
 //! the CLI's maintenance commands.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod api;
 pub mod app;
@@ -10,5 +15,5 @@ pub mod cli;
 pub mod config;
 pub mod telemetry;
 
-pub use app::{Application, AppState};
+pub use app::{AppState, Application};
 pub use config::Settings;

@@ -56,7 +56,10 @@ pub type Result<T> = std::result::Result<T, CommandError<AccountsError>>;
 
 /// The email uniqueness claim key: a keyed digest, never the address.
 pub fn email_claim(secrets: &dyn Secrets, email: &EmailAddress) -> String {
-    format!("email:{}", secrets.keyed_digest("email", &email.normalized()).0)
+    format!(
+        "email:{}",
+        secrets.keyed_digest("email", &email.normalized()).0
+    )
 }
 
 pub struct SignUp {
@@ -169,7 +172,9 @@ impl Accounts {
         let user_id = Uuid::now_v7();
         let user_stream = User::stream_id(user_id);
         let org_stream = Organization::stream_id(organization_id);
-        let password_hash = self.hash_sealed(&user_stream, cmd.password.expose()).await?;
+        let password_hash = self
+            .hash_sealed(&user_stream, cmd.password.expose())
+            .await?;
         let ctx = self.pipeline.ctx();
         let user_events = user::decide(
             &User::default(),
@@ -178,7 +183,9 @@ impl Accounts {
                 organization_id,
                 role: Role::OrganizationOwner,
                 email: self.seal_text(&user_stream, cmd.email.as_str()).await?,
-                first_name: self.seal_text(&user_stream, cmd.first_name.as_str()).await?,
+                first_name: self
+                    .seal_text(&user_stream, cmd.first_name.as_str())
+                    .await?,
                 last_name: self.seal_text(&user_stream, cmd.last_name.as_str()).await?,
                 password_hash,
             },
@@ -200,14 +207,14 @@ impl Accounts {
         plan.push::<Organization>(&org_stream, 0, &org_events)?
             .push::<User>(&user_stream, 0, &user_events)?
             .claim(email_claim(self.secrets.as_ref(), &cmd.email), &user_stream);
-        let (_, position) = self
-            .pipeline
-            .commit(plan, meta, ctx.now)
-            .await
-            .map_err(|e| match e {
-                CommandError::ClaimTaken(_) => CommandError::Domain(AccountsError::EmailTaken),
-                other => other,
-            })?;
+        let (_, position) =
+            self.pipeline
+                .commit(plan, meta, ctx.now)
+                .await
+                .map_err(|e| match e {
+                    CommandError::ClaimTaken(_) => CommandError::Domain(AccountsError::EmailTaken),
+                    other => other,
+                })?;
         Ok(SignedUp {
             organization_id,
             user_id,
@@ -231,8 +238,12 @@ impl Accounts {
         let Some(stream_id) = owner else {
             return Err(self.fail_unknown(email, password.expose(), now).await);
         };
-        let loaded = self.pipeline.load::<User, AccountsError>(&stream_id).await?;
-        user::check_sign_in_allowed(&loaded.state, now).map_err(|e| CommandError::Domain(throttled(e)))?;
+        let loaded = self
+            .pipeline
+            .load::<User, AccountsError>(&stream_id)
+            .await?;
+        user::check_sign_in_allowed(&loaded.state, now)
+            .map_err(|e| CommandError::Domain(throttled(e)))?;
         let password_ok = self
             .verify_sealed(loaded.state.password_hash.as_ref(), password.expose())
             .await?;
@@ -274,16 +285,29 @@ impl Accounts {
         })
     }
 
-    async fn fail_unknown(&self, email: &str, password: &str, now: DateTime<Utc>) -> CommandError<AccountsError> {
-        let key = self.secrets.keyed_digest("email", &email.trim().to_lowercase()).0;
+    async fn fail_unknown(
+        &self,
+        email: &str,
+        password: &str,
+        now: DateTime<Utc>,
+    ) -> CommandError<AccountsError> {
+        let key = self
+            .secrets
+            .keyed_digest("email", &email.trim().to_lowercase())
+            .0;
         let window = Duration::seconds(user::SIGN_IN_FAILURE_WINDOW_SECS);
         let throttled_for = {
-            let mut map = self.unknown_failures.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self
+                .unknown_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             map.retain(|_, times| times.iter().any(|t| now - *t < window));
             let times = map.entry(key).or_default();
             times.retain(|t| now - *t < window);
             if times.len() >= user::SIGN_IN_FAILURES_ALLOWED {
-                times.first().map(|oldest| (window - (now - *oldest)).num_seconds().max(1))
+                times
+                    .first()
+                    .map(|oldest| (window - (now - *oldest)).num_seconds().max(1))
             } else {
                 times.push(now);
                 None
@@ -296,15 +320,30 @@ impl Accounts {
         CommandError::Domain(AccountsError::InvalidCredentials)
     }
 
-    pub async fn sign_out(&self, user_id: Uuid, session_id: Uuid, meta: &Meta) -> Result<Option<i64>> {
-        self.on_user(user_id, meta, UserCommand::SignOut { session_id }).await
+    pub async fn sign_out(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        meta: &Meta,
+    ) -> Result<Option<i64>> {
+        self.on_user(user_id, meta, UserCommand::SignOut { session_id })
+            .await
     }
 
-    pub async fn update_profile(&self, user_id: Uuid, changes: ProfileChanges, meta: &Meta) -> Result<Option<i64>> {
+    pub async fn update_profile(
+        &self,
+        user_id: Uuid,
+        changes: ProfileChanges,
+        meta: &Meta,
+    ) -> Result<Option<i64>> {
         let subject = User::stream_id(user_id);
         let cmd = UserCommand::UpdateProfile {
-            first_name: self.seal_opt(&subject, changes.first_name.as_ref().map(Text::as_str)).await?,
-            last_name: self.seal_opt(&subject, changes.last_name.as_ref().map(Text::as_str)).await?,
+            first_name: self
+                .seal_opt(&subject, changes.first_name.as_ref().map(Text::as_str))
+                .await?,
+            last_name: self
+                .seal_opt(&subject, changes.last_name.as_ref().map(Text::as_str))
+                .await?,
             phone_number: self
                 .seal_opt(&subject, changes.phone_number.as_ref().map(|p| p.as_str()))
                 .await?,
@@ -337,7 +376,9 @@ impl Accounts {
             .load::<User, AccountsError>(&User::stream_id(user_id))
             .await?;
         if loaded.state.id.is_none() {
-            return Err(CommandError::Domain(AccountsError::User(UserError::NotFound)));
+            return Err(CommandError::Domain(AccountsError::User(
+                UserError::NotFound,
+            )));
         }
         let candidate = Password::for_verification(candidate);
         self.verify_sealed(loaded.state.password_hash.as_ref(), candidate.expose())
@@ -363,28 +404,34 @@ impl Accounts {
             .map(|old| email_claim(self.secrets.as_ref(), &old));
         let result = self
             .pipeline
-            .execute_with::<User, AccountsError, _, ()>(&stream_id, meta, |state, ctx, mut plan, _| {
-                let events = user::decide(
-                    state,
-                    UserCommand::ChangeEmail {
-                        current_password_ok: ok,
-                        email: sealed.clone(),
-                    },
-                    ctx,
-                )
-                .map_err(|e| CommandError::Domain(e.into()))?;
-                if let Some(old) = &old_claim {
-                    if *old != new_claim {
-                        plan.release(old.clone());
+            .execute_with::<User, AccountsError, _, ()>(
+                &stream_id,
+                meta,
+                |state, ctx, mut plan, _| {
+                    let events = user::decide(
+                        state,
+                        UserCommand::ChangeEmail {
+                            current_password_ok: ok,
+                            email: sealed.clone(),
+                        },
+                        ctx,
+                    )
+                    .map_err(|e| CommandError::Domain(e.into()))?;
+                    if let Some(old) = &old_claim {
+                        if *old != new_claim {
+                            plan.release(old.clone());
+                        }
                     }
-                }
-                plan.claim(new_claim.clone(), &stream_id);
-                Ok((events, plan, ()))
-            })
+                    plan.claim(new_claim.clone(), &stream_id);
+                    Ok((events, plan, ()))
+                },
+            )
             .await;
         match result {
             Ok((executed, ())) => Ok(executed.position),
-            Err(CommandError::ClaimTaken(_)) => Err(CommandError::Domain(AccountsError::EmailTaken)),
+            Err(CommandError::ClaimTaken(_)) => {
+                Err(CommandError::Domain(AccountsError::EmailTaken))
+            }
             Err(e) => Err(e),
         }
     }
@@ -414,7 +461,9 @@ impl Accounts {
     ) -> Result<Option<i64>> {
         let ok = self.check_password(user_id, current_password).await?;
         if !ok {
-            return Err(CommandError::Domain(AccountsError::User(UserError::WrongPassword)));
+            return Err(CommandError::Domain(AccountsError::User(
+                UserError::WrongPassword,
+            )));
         }
         let hash = self
             .hash_sealed(&User::stream_id(user_id), new_password.expose())
@@ -452,7 +501,9 @@ impl Accounts {
             contact,
             billing_currency: changes.billing_currency.map(|c| c.as_str().to_owned()),
         };
-        self.on_org(organization_id, meta, cmd).await.map(|(p, _)| p)
+        self.on_org(organization_id, meta, cmd)
+            .await
+            .map(|(p, _)| p)
     }
 
     async fn on_org(
@@ -514,14 +565,21 @@ impl Accounts {
         meta: &Meta,
     ) -> Result<(bool, Option<i64>)> {
         let stream_id = Organization::stream_id(organization_id);
-        let loaded = self.pipeline.load::<Organization, AccountsError>(&stream_id).await?;
+        let loaded = self
+            .pipeline
+            .load::<Organization, AccountsError>(&stream_id)
+            .await?;
         organization::check_secret_check_allowed(&loaded.state, secret, self.pipeline.now())
             .map_err(|e| CommandError::Domain(e.into()))?;
         let valid = self
             .verify_sealed(loaded.state.hash_of(secret), candidate)
             .await?;
         let (position, _) = self
-            .on_org(organization_id, meta, OrganizationCommand::CheckSecret { secret, valid })
+            .on_org(
+                organization_id,
+                meta,
+                OrganizationCommand::CheckSecret { secret, valid },
+            )
             .await?;
         Ok((valid, position))
     }

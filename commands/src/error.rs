@@ -37,7 +37,10 @@ impl<E: std::error::Error + 'static> From<StoreError> for CommandError<E> {
 
 impl<E: std::error::Error + 'static> CommandError<E> {
     /// Re-types the domain error (for handlers that touch two aggregates).
-    pub fn map_domain<F: std::error::Error + 'static>(self, f: impl FnOnce(E) -> F) -> CommandError<F> {
+    pub fn map_domain<F: std::error::Error + 'static>(
+        self,
+        f: impl FnOnce(E) -> F,
+    ) -> CommandError<F> {
         match self {
             CommandError::Domain(e) => CommandError::Domain(f(e)),
             CommandError::Invalid(e) => CommandError::Invalid(e),

@@ -1,7 +1,12 @@
 //! Warden's command side: the ports infrastructure implements (event store, secrets, clock,
 //! senders), the load → decide → append pipeline with bounded retry, and one handler module
 //! per feature.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod accounts;
 pub mod error;

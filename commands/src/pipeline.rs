@@ -10,7 +10,9 @@ use warden_domain::{Aggregate, Ctx, DomainEvent, EventMetadata, RecordedEvent};
 
 use crate::error::CommandError;
 use crate::ports::Clock;
-use crate::store::{AppendRequest, Claim, EventStore, IdempotencyKey, NewEvent, Snapshot, StreamAppend};
+use crate::store::{
+    AppendRequest, Claim, EventStore, IdempotencyKey, NewEvent, Snapshot, StreamAppend,
+};
 
 /// How many times a command is decided afresh after losing a version race.
 pub const MAX_ATTEMPTS: usize = 5;
@@ -181,7 +183,8 @@ impl Pipeline {
         for _ in 0..MAX_ATTEMPTS {
             let loaded = self.load::<A, E>(stream_id).await?;
             let ctx = self.ctx();
-            let (events, mut plan, extra) = decide(&loaded.state, &ctx, Plan::new(), loaded.version)?;
+            let (events, mut plan, extra) =
+                decide(&loaded.state, &ctx, Plan::new(), loaded.version)?;
             plan.push::<A>(stream_id, loaded.version, &events)?;
             match self.commit(plan, meta, ctx.now).await {
                 Ok((recorded, position)) => {
@@ -247,7 +250,9 @@ impl Pipeline {
 }
 
 /// Encodes events for tests and tools that build requests by hand.
-pub fn encode_all<E: DomainEvent>(events: &[E]) -> Result<Vec<NewEvent>, warden_domain::event::CodecError> {
+pub fn encode_all<E: DomainEvent>(
+    events: &[E],
+) -> Result<Vec<NewEvent>, warden_domain::event::CodecError> {
     events
         .iter()
         .map(|e| {

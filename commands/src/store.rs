@@ -132,7 +132,9 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Recomputes one stream's hash chain.
     async fn verify_stream(&self, stream_id: &str) -> Result<ChainReport, StoreError> {
-        Ok(warden_domain::chain::verify(&self.read_stream_raw(stream_id).await?))
+        Ok(warden_domain::chain::verify(
+            &self.read_stream_raw(stream_id).await?,
+        ))
     }
 
     /// Events with `global_position > after`, in global order, at most `limit`.

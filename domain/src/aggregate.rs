@@ -10,7 +10,9 @@ use crate::event::DomainEvent;
 ///
 /// `Serialize`/`Deserialize` make snapshots possible; state holds only sealed secrets, never
 /// plaintext ones, so a snapshot is as safe to store as the events it summarizes.
-pub trait Aggregate: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Aggregate:
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
     /// `stream_type` in the envelope and the prefix of every stream id (`user-…`).
     const STREAM_TYPE: &'static str;
     /// Bumped whenever the state's shape changes, so stale snapshots are ignored.

@@ -75,7 +75,8 @@ pub fn verify(events: &[RawEvent]) -> ChainReport {
     let mut prev = GENESIS.to_owned();
     for (i, e) in events.iter().enumerate() {
         let expected_version = i as i64 + 1;
-        if e.version != expected_version || e.prev_hash != prev || compute_hash(&prev, e) != e.hash {
+        if e.version != expected_version || e.prev_hash != prev || compute_hash(&prev, e) != e.hash
+        {
             return ChainReport {
                 valid: false,
                 events: events.len() as i64,

@@ -9,7 +9,9 @@ use uuid::Uuid;
 /// A domain event enum. Implementations are serde *adjacently tagged*
 /// (`#[serde(tag = "event_type", content = "payload")]`), each variant renamed to its dotted
 /// wire name (`user.password_changed`), so the codec below needs no per-type code.
-pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync {
+pub trait DomainEvent:
+    Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync
+{
     /// The schema version written for new events of `event_type`.
     fn schema_version(_event_type: &str) -> i32 {
         1

@@ -1,7 +1,12 @@
 //! Warden's domain: aggregates, their commands and events, and the value objects that
 //! make bad input unrepresentable. Pure: no I/O, no async, no clock or RNG reads — time,
 //! randomness and the results of secret checks come in as arguments.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod aggregate;
 pub mod chain;

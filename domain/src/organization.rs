@@ -172,10 +172,7 @@ pub enum OrganizationCommand {
         hash: Sealed,
     },
     /// Record the outcome of checking a passphrase or PIN (`valid` is `None` when none is set).
-    CheckSecret {
-        secret: OrgSecret,
-        valid: bool,
-    },
+    CheckSecret { secret: OrgSecret, valid: bool },
 }
 
 /// Refuses a check before any hashing work when the secret is throttled.

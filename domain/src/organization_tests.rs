@@ -14,7 +14,9 @@ fn sealed(tag: &str) -> Sealed {
 }
 
 fn t(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_780_000_000 + secs, 0).single().unwrap_or_default()
+    Utc.timestamp_opt(1_780_000_000 + secs, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn uid(n: u128) -> Uuid {
@@ -47,16 +49,24 @@ fn every_organization_event_type_is_pinned() {
             address: Some(sealed("address")),
             contact: None,
         },
-        OrganizationEvent::SecurityPassphraseSet { passphrase_hash: sealed("pp") },
-        OrganizationEvent::PortOutPinSet { pin_hash: sealed("pin") },
-        OrganizationEvent::SecretChecked { secret: OrgSecret::PortOutPin, valid: false },
+        OrganizationEvent::SecurityPassphraseSet {
+            passphrase_hash: sealed("pp"),
+        },
+        OrganizationEvent::PortOutPinSet {
+            pin_hash: sealed("pin"),
+        },
+        OrganizationEvent::SecretChecked {
+            secret: OrgSecret::PortOutPin,
+            valid: false,
+        },
     ];
     let encoded: Vec<_> = events.iter().map(|e| encode(e).unwrap()).collect();
     let types: Vec<&str> = encoded.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, OrganizationEvent::event_types());
     for e in &encoded {
         insta::assert_json_snapshot!(format!("{}.v{}", e.event_type, e.schema_version), e.payload);
-        let back: OrganizationEvent = crate::event::decode(&e.event_type, e.schema_version, &e.payload).unwrap();
+        let back: OrganizationEvent =
+            crate::event::decode(&e.event_type, e.schema_version, &e.payload).unwrap();
         assert_eq!(encode(&back).unwrap().payload, e.payload);
     }
 }
@@ -71,17 +81,28 @@ fn the_billing_currency_cannot_change() {
         billing_currency: Some(currency.into()),
     };
     let now = Ctx { now: t(10) };
-    assert_eq!(decide(&org, update("EUR"), &now), Err(OrganizationError::BillingCurrencyImmutable));
+    assert_eq!(
+        decide(&org, update("EUR"), &now),
+        Err(OrganizationError::BillingCurrencyImmutable)
+    );
     assert_eq!(decide(&org, update("USD"), &now), Ok(vec![]));
 }
 
 #[test]
 fn five_failed_pin_checks_in_fifteen_minutes_throttle_the_sixth() {
-    let mut org = given(&[created(), OrganizationEvent::PortOutPinSet { pin_hash: sealed("pin") }]);
+    let mut org = given(&[
+        created(),
+        OrganizationEvent::PortOutPinSet {
+            pin_hash: sealed("pin"),
+        },
+    ]);
     for i in 0..5 {
         let events = decide(
             &org,
-            OrganizationCommand::CheckSecret { secret: OrgSecret::PortOutPin, valid: false },
+            OrganizationCommand::CheckSecret {
+                secret: OrgSecret::PortOutPin,
+                valid: false,
+            },
             &Ctx { now: t(100 + i) },
         )
         .unwrap();
@@ -91,10 +112,16 @@ fn five_failed_pin_checks_in_fifteen_minutes_throttle_the_sixth() {
     }
     let sixth = decide(
         &org,
-        OrganizationCommand::CheckSecret { secret: OrgSecret::PortOutPin, valid: true },
+        OrganizationCommand::CheckSecret {
+            secret: OrgSecret::PortOutPin,
+            valid: true,
+        },
         &Ctx { now: t(200) },
     );
-    assert!(matches!(sixth, Err(OrganizationError::TooManyChecks { .. })));
+    assert!(matches!(
+        sixth,
+        Err(OrganizationError::TooManyChecks { .. })
+    ));
     // The passphrase has its own allowance.
     assert!(check_secret_check_allowed(&org, OrgSecret::SecurityPassphrase, t(200)).is_ok());
     // Fifteen minutes after the first failure, checks are allowed again.
@@ -110,9 +137,14 @@ fn setting_a_secret_needs_the_current_password() {
         hash: sealed("pp"),
     };
     let now = Ctx { now: t(10) };
-    assert_eq!(decide(&org, cmd(false), &now), Err(OrganizationError::WrongPassword));
+    assert_eq!(
+        decide(&org, cmd(false), &now),
+        Err(OrganizationError::WrongPassword)
+    );
     assert_eq!(
         decide(&org, cmd(true), &now),
-        Ok(vec![OrganizationEvent::SecurityPassphraseSet { passphrase_hash: sealed("pp") }])
+        Ok(vec![OrganizationEvent::SecurityPassphraseSet {
+            passphrase_hash: sealed("pp")
+        }])
     );
 }

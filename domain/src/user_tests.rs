@@ -15,7 +15,9 @@ fn sealed(tag: &str) -> Sealed {
 }
 
 fn t(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_780_000_000 + secs, 0).single().unwrap_or_default()
+    Utc.timestamp_opt(1_780_000_000 + secs, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn ctx(secs: i64) -> Ctx {
@@ -85,9 +87,17 @@ fn every_user_event_type_is_pinned() {
             password_hash: sealed("hash2"),
         },
     ];
-    let encoded: Vec<_> = events.iter().map(|e| encode(e).map(|x| (x.event_type, x.schema_version, x.payload))).collect::<Result<_, _>>().unwrap();
+    let encoded: Vec<_> = events
+        .iter()
+        .map(|e| encode(e).map(|x| (x.event_type, x.schema_version, x.payload)))
+        .collect::<Result<_, _>>()
+        .unwrap();
     let types: Vec<&str> = encoded.iter().map(|(t, _, _)| t.as_str()).collect();
-    assert_eq!(types, UserEvent::event_types(), "every variant is listed and pinned");
+    assert_eq!(
+        types,
+        UserEvent::event_types(),
+        "every variant is listed and pinned"
+    );
     for (event_type, version, payload) in &encoded {
         insta::assert_json_snapshot!(format!("{event_type}.v{version}"), payload);
         let back: UserEvent = crate::event::decode(event_type, *version, payload).unwrap();
@@ -106,13 +116,22 @@ fn a_user_registers_once() {
         last_name: sealed("last"),
         password_hash: sealed("hash"),
     };
-    assert_eq!(decide(&User::default(), cmd.clone(), &ctx(0)), Ok(vec![registered()]));
-    assert_eq!(decide(&given(&[registered()]), cmd, &ctx(0)), Err(UserError::AlreadyRegistered));
+    assert_eq!(
+        decide(&User::default(), cmd.clone(), &ctx(0)),
+        Ok(vec![registered()])
+    );
+    assert_eq!(
+        decide(&given(&[registered()]), cmd, &ctx(0)),
+        Err(UserError::AlreadyRegistered)
+    );
 }
 
 #[test]
 fn commands_on_a_missing_user_are_refused() {
-    assert_eq!(decide(&User::default(), sign_in(true, 10), &ctx(0)), Err(UserError::NotFound));
+    assert_eq!(
+        decide(&User::default(), sign_in(true, 10), &ctx(0)),
+        Err(UserError::NotFound)
+    );
 }
 
 #[test]
@@ -120,7 +139,10 @@ fn a_wrong_password_is_recorded_and_five_in_a_minute_throttle() {
     let mut user = given(&[registered()]);
     for i in 0..5 {
         let events = decide(&user, sign_in(false, 10), &ctx(10 + i)).unwrap();
-        assert!(matches!(events.as_slice(), [UserEvent::SignInFailed { .. }]));
+        assert!(matches!(
+            events.as_slice(),
+            [UserEvent::SignInFailed { .. }]
+        ));
         for e in &events {
             user.apply(e, t(10 + i));
         }
@@ -132,7 +154,10 @@ fn a_wrong_password_is_recorded_and_five_in_a_minute_throttle() {
     ));
     // A minute after the first failure, it works again.
     let events = decide(&user, sign_in(true, 11), &ctx(71)).unwrap();
-    assert!(matches!(events.as_slice(), [UserEvent::SessionStarted { .. }]));
+    assert!(matches!(
+        events.as_slice(),
+        [UserEvent::SessionStarted { .. }]
+    ));
 }
 
 #[test]
@@ -157,9 +182,17 @@ fn changing_the_password_ends_every_other_session() {
     assert_eq!(
         events,
         vec![
-            UserEvent::PasswordChanged { password_hash: sealed("new") },
-            UserEvent::SessionEnded { session_id: uid(10), reason: SessionEndReason::PasswordChanged },
-            UserEvent::SessionEnded { session_id: uid(12), reason: SessionEndReason::PasswordChanged },
+            UserEvent::PasswordChanged {
+                password_hash: sealed("new")
+            },
+            UserEvent::SessionEnded {
+                session_id: uid(10),
+                reason: SessionEndReason::PasswordChanged
+            },
+            UserEvent::SessionEnded {
+                session_id: uid(12),
+                reason: SessionEndReason::PasswordChanged
+            },
         ]
     );
     let refused = decide(
@@ -178,7 +211,13 @@ fn changing_the_password_ends_every_other_session() {
 fn signing_out_an_unknown_session_is_refused() {
     let user = given(&[registered()]);
     assert_eq!(
-        decide(&user, UserCommand::SignOut { session_id: uid(99) }, &ctx(0)),
+        decide(
+            &user,
+            UserCommand::SignOut {
+                session_id: uid(99)
+            },
+            &ctx(0)
+        ),
         Err(UserError::SessionNotFound)
     );
 }
@@ -186,6 +225,10 @@ fn signing_out_an_unknown_session_is_refused() {
 #[test]
 fn an_empty_profile_update_writes_nothing() {
     let user = given(&[registered()]);
-    let cmd = UserCommand::UpdateProfile { first_name: None, last_name: None, phone_number: None };
+    let cmd = UserCommand::UpdateProfile {
+        first_name: None,
+        last_name: None,
+        phone_number: None,
+    };
     assert_eq!(decide(&user, cmd, &ctx(0)), Ok(vec![]));
 }

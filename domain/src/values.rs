@@ -32,7 +32,8 @@ pub struct EmailAddress(String);
 impl EmailAddress {
     pub fn parse(pointer: &str, raw: &str) -> Result<Self, ValidationError> {
         let s = raw.trim();
-        let bad = || ValidationError::new(pointer, "invalid_email", "must be a valid email address");
+        let bad =
+            || ValidationError::new(pointer, "invalid_email", "must be a valid email address");
         if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad());
         }
@@ -200,7 +201,11 @@ impl Text {
     pub fn parse(pointer: &str, raw: &str, max_chars: usize) -> Result<Self, ValidationError> {
         let s = raw.trim();
         if s.is_empty() {
-            return Err(ValidationError::new(pointer, "required", "must not be blank"));
+            return Err(ValidationError::new(
+                pointer,
+                "required",
+                "must not be blank",
+            ));
         }
         if s.chars().count() > max_chars || s.chars().any(char::is_control) {
             return Err(ValidationError::new(
@@ -232,7 +237,11 @@ impl PortOutPin {
         if (4..=10).contains(&raw.len()) && raw.chars().all(|c| c.is_ascii_digit()) {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(ValidationError::new(pointer, "invalid_pin", "must be 4 to 10 digits"))
+            Err(ValidationError::new(
+                pointer,
+                "invalid_pin",
+                "must be 4 to 10 digits",
+            ))
         }
     }
 
@@ -307,7 +316,12 @@ pub mod blocklist {
         let squeezed: String = lower.chars().filter(|c| c.is_alphanumeric()).collect();
         context
             .iter()
-            .map(|w| w.to_lowercase().chars().filter(|c| c.is_alphanumeric()).collect::<String>())
+            .map(|w| {
+                w.to_lowercase()
+                    .chars()
+                    .filter(|c| c.is_alphanumeric())
+                    .collect::<String>()
+            })
             .filter(|w| w.chars().count() >= 3)
             .any(|w| {
                 let rest = squeezed.replace(&w, "");
@@ -322,10 +336,16 @@ pub mod blocklist {
         if n == 0 {
             return true;
         }
-        let periodic = (1..=n / 3).any(|p| chars.iter().enumerate().skip(p).all(|(i, c)| chars.get(i - p) == Some(c)));
-        let sequential = chars
-            .windows(2)
-            .all(|w| matches!(w, [a, b] if (*b as u32) == (*a as u32) + 1 || (*a == '9' && *b == '0')));
+        let periodic = (1..=n / 3).any(|p| {
+            chars
+                .iter()
+                .enumerate()
+                .skip(p)
+                .all(|(i, c)| chars.get(i - p) == Some(c))
+        });
+        let sequential = chars.windows(2).all(
+            |w| matches!(w, [a, b] if (*b as u32) == (*a as u32) + 1 || (*a == '9' && *b == '0')),
+        );
         periodic || sequential
     }
 }
@@ -336,7 +356,12 @@ mod tests {
 
     #[test]
     fn password_length_is_counted_in_characters_after_nfc() {
-        assert!(Password::parse("/password", "violet lanterns drift over quiet harbours", &[]).is_ok());
+        assert!(Password::parse(
+            "/password",
+            "violet lanterns drift over quiet harbours",
+            &[]
+        )
+        .is_ok());
         // xkcd 936 made this one famous: it is on the list.
         assert!(Password::parse("/password", "Correct Horse Battery Staple", &[]).is_err());
         let err = Password::parse("/password", "fourteen chars", &[]).unwrap_err();
@@ -351,11 +376,17 @@ mod tests {
 
     #[test]
     fn common_and_context_passwords_are_refused() {
-        for p in ["passwordpassword", "aaaaaaaaaaaaaaaa", "123456789012345", "abcabcabcabcabcabc"] {
+        for p in [
+            "passwordpassword",
+            "aaaaaaaaaaaaaaaa",
+            "123456789012345",
+            "abcabcabcabcabcabc",
+        ] {
             let err = Password::parse("/password", p, &[]).unwrap_err();
             assert_eq!(err.code, "password_too_common", "{p}");
         }
-        let err = Password::parse("/password", "jane.doe.jane.doe", &["jane.doe", "warden"]).unwrap_err();
+        let err =
+            Password::parse("/password", "jane.doe.jane.doe", &["jane.doe", "warden"]).unwrap_err();
         assert_eq!(err.code, "password_too_common");
         assert!(Password::parse("/password", "wardenwarden2024", &["warden"]).is_err());
     }
@@ -363,10 +394,19 @@ mod tests {
     #[test]
     fn phone_numbers_must_be_e164() {
         assert!(PhoneNumber::parse("/p", "+13035551234").is_ok());
-        for bad in ["13035551234", "+0123456789", "+1", "+1303555123456789", "+1303-555-1234"] {
+        for bad in [
+            "13035551234",
+            "+0123456789",
+            "+1",
+            "+1303555123456789",
+            "+1303-555-1234",
+        ] {
             assert!(PhoneNumber::parse("/p", bad).is_err(), "{bad}");
         }
-        assert_eq!(PhoneNumber::parse("/p", "+13035551234").unwrap().masked(), "+1303*****34");
+        assert_eq!(
+            PhoneNumber::parse("/p", "+13035551234").unwrap().masked(),
+            "+1303*****34"
+        );
     }
 
     #[test]

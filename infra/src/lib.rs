@@ -1,6 +1,11 @@
 //! Warden's adapters: the Postgres and SQLite event stores, the key store and sealing,
 //! password hashing, the NATS relay and in-process bus, and message senders.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod bus;
 pub mod db;

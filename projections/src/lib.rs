@@ -1,14 +1,19 @@
 //! Warden's read side: the projector runtime (checkpoints committed with each read-model
 //! change, read-your-writes waiting, rebuild from zero) and one module per read model with
 //! its query functions.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod organizations;
 pub mod runtime;
 pub mod sessions;
 pub mod users;
 
-pub use runtime::{ProjectionError, Projector, Projections};
+pub use runtime::{ProjectionError, Projections, Projector};
 
 /// Opens a sealed field for a read model; a destroyed key yields `None` (shown as absent).
 pub(crate) async fn open_text(

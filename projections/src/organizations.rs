@@ -49,14 +49,24 @@ impl Projector for OrganizationsProjector {
         &["organizations"]
     }
 
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
         if event.stream_type != "organization" {
             return Ok(());
         }
-        let id = event.stream_id.trim_start_matches("organization-").to_owned();
+        let id = event
+            .stream_id
+            .trim_start_matches("organization-")
+            .to_owned();
         let at = format_time(event.recorded_at);
         let secrets = self.secrets.as_ref();
-        match event.decode::<OrganizationEvent>().map_err(|e| ProjectionError::decode(event, e))? {
+        match event
+            .decode::<OrganizationEvent>()
+            .map_err(|e| ProjectionError::decode(event, e))?
+        {
             OrganizationEvent::Created {
                 owner_user_id,
                 company_name,
@@ -85,10 +95,24 @@ impl Projector for OrganizationsProjector {
                     set(conn, &id, "company_name", Some(name), &at).await?;
                 }
                 if let Some(sealed) = address {
-                    set(conn, &id, "address", open_text(secrets, &sealed).await?, &at).await?;
+                    set(
+                        conn,
+                        &id,
+                        "address",
+                        open_text(secrets, &sealed).await?,
+                        &at,
+                    )
+                    .await?;
                 }
                 if let Some(sealed) = contact {
-                    set(conn, &id, "contact", open_text(secrets, &sealed).await?, &at).await?;
+                    set(
+                        conn,
+                        &id,
+                        "contact",
+                        open_text(secrets, &sealed).await?,
+                        &at,
+                    )
+                    .await?;
                 }
             }
             OrganizationEvent::SecurityPassphraseSet { .. } => {
@@ -129,10 +153,14 @@ async fn set(
     Ok(())
 }
 
-const SELECT: &str = "SELECT organization_id, owner_user_id, company_name, billing_currency, address, contact, \
+const SELECT: &str =
+    "SELECT organization_id, owner_user_id, company_name, billing_currency, address, contact, \
      security_passphrase_set, port_out_pin_set, created_at, updated_at FROM organizations";
 
-pub async fn get(pool: &AnyPool, organization_id: &str) -> Result<Option<OrganizationRow>, sqlx::Error> {
+pub async fn get(
+    pool: &AnyPool,
+    organization_id: &str,
+) -> Result<Option<OrganizationRow>, sqlx::Error> {
     sqlx::query_as::<_, OrganizationRow>(&format!("{SELECT} WHERE organization_id = $1"))
         .bind(organization_id)
         .fetch_optional(pool)

@@ -53,7 +53,11 @@ pub trait Projector: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     /// Applies one event inside the caller's transaction. Events it doesn't care about are
     /// ignored.
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError>;
 }
 
 /// The set of projectors, their runner, and the position they have all reached.
@@ -75,7 +79,11 @@ pub struct Projections {
 }
 
 impl Projections {
-    pub fn new(pool: AnyPool, store: Arc<dyn EventStore>, projectors: Vec<Arc<dyn Projector>>) -> Self {
+    pub fn new(
+        pool: AnyPool,
+        store: Arc<dyn EventStore>,
+        projectors: Vec<Arc<dyn Projector>>,
+    ) -> Self {
         let (tx, rx) = watch::channel(0);
         Self {
             pool,
@@ -192,7 +200,11 @@ impl Projections {
             progressed |= moved;
             reached = reached.min(at);
         }
-        let reached = if reached == i64::MAX { self.store.head_position().await? } else { reached };
+        let reached = if reached == i64::MAX {
+            self.store.head_position().await?
+        } else {
+            reached
+        };
         self.reached_tx.send_if_modified(|v| {
             let changed = *v != reached;
             *v = reached;
@@ -257,7 +269,9 @@ impl Projections {
         save_checkpoint(&mut tx, p.name(), 0).await?;
         checkpoint(&mut tx, p.name(), self.lock_checkpoint).await?;
         for table in p.tables() {
-            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
         }
         let mut at = 0;
         let mut applied = 0;
@@ -284,18 +298,28 @@ fn metrics_position(name: &'static str, position: i64) {
     tracing::trace!(projection = name, position, "projected");
 }
 
-async fn checkpoint(conn: &mut AnyConnection, name: &str, lock: &str) -> Result<i64, ProjectionError> {
-    let row = sqlx::query(&format!("SELECT position FROM checkpoints WHERE name = $1{lock}"))
-        .bind(checkpoint_name(name))
-        .fetch_optional(&mut *conn)
-        .await?;
+async fn checkpoint(
+    conn: &mut AnyConnection,
+    name: &str,
+    lock: &str,
+) -> Result<i64, ProjectionError> {
+    let row = sqlx::query(&format!(
+        "SELECT position FROM checkpoints WHERE name = $1{lock}"
+    ))
+    .bind(checkpoint_name(name))
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(match row {
         Some(r) => r.try_get::<i64, _>(0)?,
         None => 0,
     })
 }
 
-async fn save_checkpoint(conn: &mut AnyConnection, name: &str, position: i64) -> Result<(), ProjectionError> {
+async fn save_checkpoint(
+    conn: &mut AnyConnection,
+    name: &str,
+    position: i64,
+) -> Result<(), ProjectionError> {
     sqlx::query(
         "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",

@@ -34,13 +34,20 @@ impl Projector for SessionsProjector {
         &["sessions"]
     }
 
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
         if event.stream_type != "user" {
             return Ok(());
         }
         let user_id = event.stream_id.trim_start_matches("user-");
         let at = format_time(event.recorded_at);
-        match event.decode::<UserEvent>().map_err(|e| ProjectionError::decode(event, e))? {
+        match event
+            .decode::<UserEvent>()
+            .map_err(|e| ProjectionError::decode(event, e))?
+        {
             UserEvent::SessionStarted {
                 session_id,
                 token_digest,
@@ -61,11 +68,13 @@ impl Projector for SessionsProjector {
                 .await?;
             }
             UserEvent::SessionEnded { session_id, .. } => {
-                sqlx::query("UPDATE sessions SET ended_at = $2 WHERE session_id = $1 AND ended_at IS NULL")
-                    .bind(session_id.to_string())
-                    .bind(&at)
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(
+                    "UPDATE sessions SET ended_at = $2 WHERE session_id = $1 AND ended_at IS NULL",
+                )
+                .bind(session_id.to_string())
+                .bind(&at)
+                .execute(&mut *conn)
+                .await?;
             }
             _ => {}
         }

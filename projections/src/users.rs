@@ -49,14 +49,20 @@ impl Projector for UsersProjector {
         &["users"]
     }
 
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
         if event.stream_type != "user" {
             return Ok(());
         }
         let user_id = event.stream_id.trim_start_matches("user-").to_owned();
         let at = format_time(event.recorded_at);
         let secrets = self.secrets.as_ref();
-        let e: UserEvent = event.decode().map_err(|e| ProjectionError::decode(event, e))?;
+        let e: UserEvent = event
+            .decode()
+            .map_err(|e| ProjectionError::decode(event, e))?;
         match e {
             UserEvent::Registered {
                 organization_id,
@@ -130,7 +136,8 @@ impl Projector for UsersProjector {
     }
 }
 
-const SELECT: &str = "SELECT user_id, organization_id, role, email, first_name, last_name, phone_number, \
+const SELECT: &str =
+    "SELECT user_id, organization_id, role, email, first_name, last_name, phone_number, \
      status, created_at, updated_at, last_sign_in_at FROM users";
 
 pub async fn get(pool: &AnyPool, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {

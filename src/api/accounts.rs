@@ -42,7 +42,10 @@ pub async fn sign_up(
     Json(body): Json<SignUpRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let email = EmailAddress::parse("/email", &body.email);
-    let local = email.as_ref().map(|e| e.local_part().to_owned()).unwrap_or_default();
+    let local = email
+        .as_ref()
+        .map(|e| e.local_part().to_owned())
+        .unwrap_or_default();
     let password = Password::parse("/password", &body.password, &[SERVICE_NAME, &local]);
     let first_name = Text::parse("/first_name", &body.first_name, 100);
     let last_name = Text::parse("/last_name", &body.last_name, 100);
@@ -61,8 +64,21 @@ pub async fn sign_up(
         company_name.as_ref().err().cloned(),
         currency.as_ref().err().cloned(),
     ])?;
-    let (Ok(email), Ok(password), Ok(first_name), Ok(last_name), Ok(company_name), Ok(billing_currency)) =
-        (email, password, first_name, last_name, company_name, currency)
+    let (
+        Ok(email),
+        Ok(password),
+        Ok(first_name),
+        Ok(last_name),
+        Ok(company_name),
+        Ok(billing_currency),
+    ) = (
+        email,
+        password,
+        first_name,
+        last_name,
+        company_name,
+        currency,
+    )
     else {
         return Err(super::error::ApiError::internal(&"validation mismatch"));
     };

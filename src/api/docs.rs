@@ -116,7 +116,7 @@ mod tests {
             .unwrap()
     }
 
-    fn header<'a>(response: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header(response: &Response, name: header::HeaderName) -> &str {
         response.headers().get(name).unwrap().to_str().unwrap()
     }
 
@@ -183,8 +183,8 @@ mod tests {
 
     #[tokio::test]
     async fn init_script_points_swagger_ui_at_the_page_spec_url() {
-        let js = String::from_utf8(body(get_path("/docs/assets/docs-init.js").await).await)
-            .unwrap();
+        let js =
+            String::from_utf8(body(get_path("/docs/assets/docs-init.js").await).await).unwrap();
         assert!(js.contains("SwaggerUIBundle"), "{js}");
         assert!(js.contains("data-spec-url"), "{js}");
         assert!(js.contains("validatorUrl: null"), "{js}");

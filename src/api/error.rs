@@ -15,7 +15,8 @@ use warden_projections::ProjectionError;
 /// Exact texts clients and tests rely on (API.md).
 pub const LOGIN_ATTEMPTS_DETAIL: &str =
     "You have exceeded the number of log in attempts allowed. Please wait a minute then try again.";
-pub const TOO_MANY_REQUESTS_DETAIL: &str = "You have exceeded the maximum number of allowed requests.";
+pub const TOO_MANY_REQUESTS_DETAIL: &str =
+    "You have exceeded the maximum number of allowed requests.";
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ErrorItem {
@@ -40,7 +41,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             errors: vec![ErrorItem {
@@ -54,7 +60,12 @@ impl ApiError {
     }
 
     pub fn malformed_json(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON", detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "Malformed JSON",
+            detail,
+        )
     }
 
     pub fn unauthorized() -> Self {
@@ -80,7 +91,12 @@ impl ApiError {
     }
 
     pub fn too_many(code: &'static str, detail: &str, retry_after_secs: i64) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, code, "Too many requests", detail);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            code,
+            "Too many requests",
+            detail,
+        );
         e.retry_after_secs = Some(retry_after_secs.max(1));
         e
     }
@@ -153,9 +169,12 @@ impl IntoResponse for ApiError {
 impl From<UserError> for ApiError {
     fn from(e: UserError) -> Self {
         match e {
-            UserError::AlreadyRegistered => {
-                Self::new(StatusCode::CONFLICT, "already_exists", "Already exists", e.to_string())
-            }
+            UserError::AlreadyRegistered => Self::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                "Already exists",
+                e.to_string(),
+            ),
             UserError::NotFound | UserError::SessionNotFound => Self::not_found(),
             UserError::WrongPassword => Self::new(
                 StatusCode::FORBIDDEN,
@@ -163,9 +182,11 @@ impl From<UserError> for ApiError {
                 "Wrong password",
                 "The current password is not correct.",
             ),
-            UserError::TooManySignInAttempts { retry_after_secs } => {
-                Self::too_many("too_many_login_attempts", LOGIN_ATTEMPTS_DETAIL, retry_after_secs)
-            }
+            UserError::TooManySignInAttempts { retry_after_secs } => Self::too_many(
+                "too_many_login_attempts",
+                LOGIN_ATTEMPTS_DETAIL,
+                retry_after_secs,
+            ),
         }
     }
 }
@@ -173,9 +194,12 @@ impl From<UserError> for ApiError {
 impl From<OrganizationError> for ApiError {
     fn from(e: OrganizationError) -> Self {
         match e {
-            OrganizationError::AlreadyCreated => {
-                Self::new(StatusCode::CONFLICT, "already_exists", "Already exists", e.to_string())
-            }
+            OrganizationError::AlreadyCreated => Self::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                "Already exists",
+                e.to_string(),
+            ),
             OrganizationError::NotFound => Self::not_found(),
             OrganizationError::BillingCurrencyImmutable => {
                 let mut err = Self::validation(vec![ValidationError::new(
@@ -189,10 +213,14 @@ impl From<OrganizationError> for ApiError {
                 err
             }
             OrganizationError::WrongPassword => UserError::WrongPassword.into(),
-            OrganizationError::TooManyChecks { retry_after_secs } => {
-                Self::too_many("too_many_requests", TOO_MANY_REQUESTS_DETAIL, retry_after_secs)
+            OrganizationError::TooManyChecks { retry_after_secs } => Self::too_many(
+                "too_many_requests",
+                TOO_MANY_REQUESTS_DETAIL,
+                retry_after_secs,
+            ),
+            OrganizationError::NotOwner => {
+                Self::forbidden("Only the organization owner may do this.")
             }
-            OrganizationError::NotOwner => Self::forbidden("Only the organization owner may do this."),
         }
     }
 }
@@ -218,9 +246,11 @@ impl From<AccountsError> for ApiError {
                 "Invalid credentials",
                 "The email address or password is incorrect.",
             ),
-            AccountsError::TooManyLoginAttempts { retry_after_secs } => {
-                Self::too_many("too_many_login_attempts", LOGIN_ATTEMPTS_DETAIL, retry_after_secs)
-            }
+            AccountsError::TooManyLoginAttempts { retry_after_secs } => Self::too_many(
+                "too_many_login_attempts",
+                LOGIN_ATTEMPTS_DETAIL,
+                retry_after_secs,
+            ),
             AccountsError::User(e) => e.into(),
             AccountsError::Organization(e) => e.into(),
         }
@@ -240,9 +270,12 @@ impl From<StoreError> for ApiError {
                 "Conflict",
                 "The resource was changed concurrently; try again.",
             ),
-            StoreError::ClaimTaken { .. } => {
-                Self::new(StatusCode::CONFLICT, "conflict", "Conflict", "The value is already taken.")
-            }
+            StoreError::ClaimTaken { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                "The value is already taken.",
+            ),
             other => Self::internal(&other),
         }
     }

@@ -37,10 +37,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::malformed_json(format!("The request body is not valid JSON: {e}.")))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::malformed_json(format!("The request body is not valid JSON: {e}."))
+    })?;
     if !value.is_object() {
-        return Err(ApiError::malformed_json("The request body must be a JSON object."));
+        return Err(ApiError::malformed_json(
+            "The request body must be a JSON object.",
+        ));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut pointer = String::new();
@@ -67,13 +70,28 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             pointer.push_str(field);
             return ValidationError::new(pointer, "required", "is required").into();
         }
-        let detail = message.split(" at line ").next().unwrap_or(&message).to_owned();
-        ValidationError::new(if pointer.is_empty() { "/".into() } else { pointer }, "invalid_value", detail).into()
+        let detail = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        ValidationError::new(
+            if pointer.is_empty() {
+                "/".into()
+            } else {
+                pointer
+            },
+            "invalid_value",
+            detail,
+        )
+        .into()
     })
 }
 
 /// Fails with every validation error at once, or passes.
-pub fn all_valid(errors: impl IntoIterator<Item = Option<ValidationError>>) -> Result<(), ApiError> {
+pub fn all_valid(
+    errors: impl IntoIterator<Item = Option<ValidationError>>,
+) -> Result<(), ApiError> {
     let errors: Vec<ValidationError> = errors.into_iter().flatten().collect();
     if errors.is_empty() {
         Ok(())
@@ -128,7 +146,9 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(ApiError::unauthorized)?;
         let last = sessions::last_activity(&state.db.pool, &session).await?;
         let idle_deadline = chrono::DateTime::parse_from_rfc3339(&last)
-            .map(|t| t.with_timezone(&chrono::Utc) + chrono::Duration::seconds(session.idle_timeout_secs))
+            .map(|t| {
+                t.with_timezone(&chrono::Utc) + chrono::Duration::seconds(session.idle_timeout_secs)
+            })
             .map_err(|e| ApiError::internal(&e))?;
         if idle_deadline <= now {
             return Err(ApiError::unauthorized());

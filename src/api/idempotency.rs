@@ -71,7 +71,12 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     let id = IdempotencyKey { scope, key };
     let begin = state
         .store
-        .idempotency_begin(&id, &request_hash, state.now(), Duration::seconds(STALE_AFTER_SECS))
+        .idempotency_begin(
+            &id,
+            &request_hash,
+            state.now(),
+            Duration::seconds(STALE_AFTER_SECS),
+        )
         .await?;
     match begin {
         IdempotencyBegin::Started => {}
@@ -136,8 +141,9 @@ async fn replay(state: &AppState, saved: SavedResponse) -> Result<Response, ApiE
             header::HeaderValue::from_static("application/json"),
         );
     }
-    response
-        .headers_mut()
-        .insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+    response.headers_mut().insert(
+        "idempotent-replayed",
+        header::HeaderValue::from_static("true"),
+    );
     Ok(response)
 }

@@ -107,7 +107,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(handle: PrometheusHandle) -> Rou
             let handle = handle.clone();
             async move {
                 (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
                     handle.render(),
                 )
                     .into_response()
@@ -185,7 +188,10 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("things/a1"), "{text}");
-        assert!(text.contains("# TYPE http_request_duration_seconds histogram"), "{text}");
+        assert!(
+            text.contains("# TYPE http_request_duration_seconds histogram"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 r#"http_request_duration_seconds_count{method="GET",route="/test-metrics/things/{id}"} 3"#

@@ -10,7 +10,9 @@ use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 use warden_commands::accounts::OrganizationChanges;
 use warden_domain::organization::OrgSecret;
-use warden_domain::values::{CurrencyCode, EmailAddress, Passphrase, PhoneNumber, PortOutPin, Text, ValidationError};
+use warden_domain::values::{
+    CurrencyCode, EmailAddress, Passphrase, PhoneNumber, PortOutPin, Text, ValidationError,
+};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{all_valid, Json, Principal, RequestMeta};
@@ -21,24 +23,37 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v2/organization", get(get_org).patch(patch_org))
         .route("/v2/organization/security_passphrase", put(set_passphrase))
-        .route("/v2/organization/security_passphrase/actions/verify", post(verify_passphrase))
+        .route(
+            "/v2/organization/security_passphrase/actions/verify",
+            post(verify_passphrase),
+        )
         .route("/v2/organization/port_out_pin", put(set_pin))
-        .route("/v2/organization/port_out_pin/actions/verify", post(verify_pin))
+        .route(
+            "/v2/organization/port_out_pin/actions/verify",
+            post(verify_pin),
+        )
 }
 
 fn owner_only(principal: &Principal) -> ApiResult<()> {
     if principal.is_owner() {
         Ok(())
     } else {
-        Err(ApiError::forbidden("Only the organization owner may change organization settings."))
+        Err(ApiError::forbidden(
+            "Only the organization owner may change organization settings.",
+        ))
     }
 }
 
 /// The caller's organization.
 #[utoipa::path(get, path = "/v2/organization", tag = "Organization",
     responses((status = 200, description = "The organization")), security(("bearer" = [])))]
-pub async fn get_org(State(state): State<AppState>, principal: Principal) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(json!({ "data": views::organization(&state, principal.organization_id).await? })))
+pub async fn get_org(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(
+        json!({ "data": views::organization(&state, principal.organization_id).await? }),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -62,7 +77,11 @@ fn parse_object(pointer: &str, obj: &Map<String, Value>, allowed: &[&str]) -> Ve
     for (k, v) in obj {
         let at = format!("{pointer}/{k}");
         if !allowed.contains(&k.as_str()) {
-            errors.push(ValidationError::new(at, "unknown_field", format!("must be one of: {}", allowed.join(", "))));
+            errors.push(ValidationError::new(
+                at,
+                "unknown_field",
+                format!("must be one of: {}", allowed.join(", ")),
+            ));
             continue;
         }
         match v {
@@ -75,7 +94,11 @@ fn parse_object(pointer: &str, obj: &Map<String, Value>, allowed: &[&str]) -> Ve
                 };
                 errors.extend(checked);
             }
-            _ => errors.push(ValidationError::new(at, "invalid_value", "must be a string or null")),
+            _ => errors.push(ValidationError::new(
+                at,
+                "invalid_value",
+                "must be a string or null",
+            )),
         }
     }
     errors
@@ -103,13 +126,23 @@ pub async fn patch_org(
         .as_deref()
         .map(|s| CurrencyCode::parse("/billing_currency", s))
         .transpose();
-    let mut errors: Vec<Option<ValidationError>> =
-        vec![company_name.as_ref().err().cloned(), currency.as_ref().err().cloned()];
+    let mut errors: Vec<Option<ValidationError>> = vec![
+        company_name.as_ref().err().cloned(),
+        currency.as_ref().err().cloned(),
+    ];
     if let Some(a) = &body.address {
-        errors.extend(parse_object("/address", a, ADDRESS_FIELDS).into_iter().map(Some));
+        errors.extend(
+            parse_object("/address", a, ADDRESS_FIELDS)
+                .into_iter()
+                .map(Some),
+        );
     }
     if let Some(c) = &body.contact {
-        errors.extend(parse_object("/contact", c, CONTACT_FIELDS).into_iter().map(Some));
+        errors.extend(
+            parse_object("/contact", c, CONTACT_FIELDS)
+                .into_iter()
+                .map(Some),
+        );
     }
     all_valid(errors)?;
     let (Ok(company_name), Ok(billing_currency)) = (company_name, currency) else {
@@ -150,7 +183,15 @@ pub async fn set_passphrase(
 ) -> ApiResult<StatusCode> {
     owner_only(&principal)?;
     let passphrase = Passphrase::parse("/passphrase", &body.passphrase)?;
-    set_secret(&state, &principal, meta, OrgSecret::SecurityPassphrase, passphrase.expose(), &body.current_password).await
+    set_secret(
+        &state,
+        &principal,
+        meta,
+        OrgSecret::SecurityPassphrase,
+        passphrase.expose(),
+        &body.current_password,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -172,7 +213,15 @@ pub async fn set_pin(
 ) -> ApiResult<StatusCode> {
     owner_only(&principal)?;
     let pin = PortOutPin::parse("/pin", &body.pin)?;
-    set_secret(&state, &principal, meta, OrgSecret::PortOutPin, pin.expose(), &body.current_password).await
+    set_secret(
+        &state,
+        &principal,
+        meta,
+        OrgSecret::PortOutPin,
+        pin.expose(),
+        &body.current_password,
+    )
+    .await
 }
 
 async fn set_secret(
@@ -215,7 +264,14 @@ pub async fn verify_passphrase(
     Json(body): Json<VerifyPassphraseRequest>,
 ) -> ApiResult<axum::Json<Value>> {
     let candidate = Passphrase::for_verification(&body.passphrase);
-    check_secret(&state, &principal, meta, OrgSecret::SecurityPassphrase, candidate.expose()).await
+    check_secret(
+        &state,
+        &principal,
+        meta,
+        OrgSecret::SecurityPassphrase,
+        candidate.expose(),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -246,7 +302,12 @@ async fn check_secret(
 ) -> ApiResult<axum::Json<Value>> {
     let (valid, position) = state
         .accounts
-        .check_org_secret(principal.organization_id, secret, candidate, &meta.by(principal))
+        .check_org_secret(
+            principal.organization_id,
+            secret,
+            candidate,
+            &meta.by(principal),
+        )
         .await?;
     state.caught_up(position).await?;
     Ok(axum::Json(json!({ "data": { "valid": valid } })))

@@ -18,15 +18,23 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v2/users/me", get(get_me).patch(patch_me))
         .route("/v2/users/me/actions/change_email", post(change_email))
-        .route("/v2/users/me/actions/change_password", post(change_password))
+        .route(
+            "/v2/users/me/actions/change_password",
+            post(change_password),
+        )
 }
 
 /// The signed-in user, with their two-factor status.
 #[utoipa::path(get, path = "/v2/users/me", tag = "Users",
     responses((status = 200, description = "The user"), (status = 401, description = "Not signed in")),
     security(("bearer" = [])))]
-pub async fn get_me(State(state): State<AppState>, principal: Principal) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(json!({ "data": views::user(&state, principal.user_id).await? })))
+pub async fn get_me(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(
+        json!({ "data": views::user(&state, principal.user_id).await? }),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,8 +55,16 @@ pub async fn patch_me(
     meta: RequestMeta,
     Json(body): Json<PatchMeRequest>,
 ) -> ApiResult<axum::Json<Value>> {
-    let first_name = body.first_name.as_deref().map(|s| Text::parse("/first_name", s, 100)).transpose();
-    let last_name = body.last_name.as_deref().map(|s| Text::parse("/last_name", s, 100)).transpose();
+    let first_name = body
+        .first_name
+        .as_deref()
+        .map(|s| Text::parse("/first_name", s, 100))
+        .transpose();
+    let last_name = body
+        .last_name
+        .as_deref()
+        .map(|s| Text::parse("/last_name", s, 100))
+        .transpose();
     let phone_number = body
         .phone_number
         .as_deref()
@@ -59,7 +75,8 @@ pub async fn patch_me(
         last_name.as_ref().err().cloned(),
         phone_number.as_ref().err().cloned(),
     ])?;
-    let (Ok(first_name), Ok(last_name), Ok(phone_number)) = (first_name, last_name, phone_number) else {
+    let (Ok(first_name), Ok(last_name), Ok(phone_number)) = (first_name, last_name, phone_number)
+    else {
         return Err(ApiError::internal(&"validation mismatch"));
     };
     let position = state
@@ -98,7 +115,12 @@ pub async fn change_email(
     let new_email = EmailAddress::parse("/new_email", &body.new_email)?;
     let position = state
         .accounts
-        .change_email(principal.user_id, new_email, &body.current_password, &meta.by(&principal))
+        .change_email(
+            principal.user_id,
+            new_email,
+            &body.current_password,
+            &meta.by(&principal),
+        )
         .await?;
     state.caught_up(position).await?;
     get_me(State(state), principal).await
@@ -128,7 +150,8 @@ pub async fn change_password(
         .and_then(|e| e.split('@').next())
         .unwrap_or_default()
         .to_owned();
-    let new_password = Password::parse("/new_password", &body.new_password, &[SERVICE_NAME, &local])?;
+    let new_password =
+        Password::parse("/new_password", &body.new_password, &[SERVICE_NAME, &local])?;
     let position = state
         .accounts
         .change_password(

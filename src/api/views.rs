@@ -39,7 +39,8 @@ pub async fn organization(state: &AppState, organization_id: Uuid) -> ApiResult<
         .await?
         .ok_or_else(ApiError::not_found)?;
     let parse = |text: Option<String>| -> Value {
-        text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
+        text.and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
     };
     Ok(json!({
         "record_type": "organization",

@@ -10,7 +10,11 @@ use serde_json::json;
 use crate::helpers::*;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn warden(dir: &std::path::Path) -> Command {
@@ -26,10 +30,17 @@ fn warden(dir: &std::path::Path) -> Command {
 }
 
 async fn serve(dir: &std::path::Path, port: u16) -> Child {
-    let mut child = warden(dir).args(["serve", "--listen", &format!("127.0.0.1:{port}")]).spawn().unwrap();
+    let mut child = warden(dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .spawn()
+        .unwrap();
     let client = reqwest::Client::new();
     for _ in 0..200 {
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+        {
             if r.status() == 200 {
                 return child;
             }
@@ -42,7 +53,9 @@ async fn serve(dir: &std::path::Path, port: u16) -> Child {
 }
 
 fn terminate(mut child: Child) -> std::process::ExitStatus {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     for _ in 0..200 {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
@@ -63,8 +76,10 @@ async fn the_readme_run_command_works_with_no_configuration_and_keeps_data() {
     let child = serve(&dir, port).await;
     let r = client
         .post(format!("{base}/v2/accounts"))
-        .json(&json!({ "email": "readme@example.com", "password": PASSWORD, "first_name": "Re",
-            "last_name": "Adme", "billing_currency": "EUR" }))
+        .json(
+            &json!({ "email": "readme@example.com", "password": PASSWORD, "first_name": "Re",
+            "last_name": "Adme", "billing_currency": "EUR" }),
+        )
         .send()
         .await
         .unwrap();
@@ -81,14 +96,25 @@ async fn the_readme_run_command_works_with_no_configuration_and_keeps_data() {
     assert!(dir.join("warden-data/master.key").exists());
 
     let child = serve(&dir, port).await;
-    assert_eq!(sign_in().await.unwrap().status(), 201, "data survived the restart");
+    assert_eq!(
+        sign_in().await.unwrap().status(),
+        201,
+        "data survived the restart"
+    );
     assert!(terminate(child).success());
 
     let verify = warden(&dir).args(["audit", "verify"]).status().unwrap();
     assert!(verify.success());
-    let rebuild = warden(&dir).args(["projections", "rebuild"]).status().unwrap();
+    let rebuild = warden(&dir)
+        .args(["projections", "rebuild"])
+        .status()
+        .unwrap();
     assert!(rebuild.success());
     let child = serve(&dir, port).await;
-    assert_eq!(sign_in().await.unwrap().status(), 201, "rebuilt read models serve sign-in");
+    assert_eq!(
+        sign_in().await.unwrap().status(),
+        201,
+        "rebuilt read models serve sign-in"
+    );
     assert!(terminate(child).success());
 }

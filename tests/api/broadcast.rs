@@ -19,14 +19,25 @@ struct Nats {
 
 impl Nats {
     fn start(port: u16, dir: std::path::PathBuf) -> Self {
-        let mut nats = Self { port, dir, child: None };
+        let mut nats = Self {
+            port,
+            dir,
+            child: None,
+        };
         nats.up();
         nats
     }
 
     fn up(&mut self) {
         let child = Command::new("/usr/sbin/nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -88,7 +99,11 @@ async fn stream_messages(url: &str, stream: &str) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn every_event_reaches_jetstream_once_even_across_a_nats_outage() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut nats = Nats::start(port, temp_dir());
     let stream = format!("WT_{}", uuid::Uuid::new_v4().simple());
     let mut settings = warden::Settings::for_test(temp_dir());
@@ -107,10 +122,20 @@ async fn every_event_reaches_jetstream_once_even_across_a_nats_outage() {
     for _ in 0..3 {
         assert_eq!(app.sign_in_with(&email, PASSWORD).await.status, 201);
     }
-    let r = app.request(Method::PATCH, "/v2/users/me", Some(&token), Some(json!({ "first_name": "Grace" }))).await;
+    let r = app
+        .request(
+            Method::PATCH,
+            "/v2/users/me",
+            Some(&token),
+            Some(json!({ "first_name": "Grace" })),
+        )
+        .await;
     assert_eq!(r.status, 200);
     let head = app.event_count().await;
-    assert!(*app.state.relayed.borrow() < head, "nothing relayed while NATS is down");
+    assert!(
+        *app.state.relayed.borrow() < head,
+        "nothing relayed while NATS is down"
+    );
 
     // NATS comes back: everything arrives, once.
     nats.up();
@@ -128,7 +153,11 @@ async fn every_event_reaches_jetstream_once_even_across_a_nats_outage() {
     }
 
     // No secret in any message.
-    let all = messages.iter().map(|(_, b)| b.to_string()).collect::<Vec<_>>().join("\n");
+    let all = messages
+        .iter()
+        .map(|(_, b)| b.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
     for secret in [PASSWORD, token.as_str(), email.as_str()] {
         assert!(!all.contains(secret), "a NATS message holds {secret}");
     }

@@ -29,7 +29,10 @@ struct CaptureWriter;
 
 impl Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        log_buffer().lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        log_buffer()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         if std::env::var_os("TEST_LOG").is_some() {
             std::io::stderr().write_all(buf)?;
         }
@@ -75,10 +78,16 @@ pub fn temp_dir() -> PathBuf {
 
 /// A fresh, empty Postgres database for one test.
 pub async fn fresh_postgres() -> String {
-    let base = std::env::var("WARDEN_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let base = std::env::var("WARDEN_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let name = format!("warden_api_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("postgres is running");
-    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .expect("postgres is running");
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
     format!("{base}/{name}")
 }
 
@@ -95,7 +104,9 @@ pub async fn spawn_app_on(backend: Backend) -> TestApp {
 }
 
 pub fn start_time() -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 pub async fn spawn_with(settings: Settings) -> TestApp {
@@ -104,7 +115,9 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
 
 pub async fn spawn_with_clock(settings: Settings, clock: Arc<ManualClock>) -> TestApp {
     init_logs();
-    let app = Application::build(settings.clone(), clock.clone()).await.expect("app builds");
+    let app = Application::build(settings.clone(), clock.clone())
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -117,7 +130,10 @@ pub async fn spawn_with_clock(settings: Settings, clock: Arc<ManualClock>) -> Te
     });
     TestApp {
         address,
-        client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
         clock,
         state,
         settings,
@@ -141,7 +157,9 @@ impl Reply {
         self.body["errors"][0]["code"].as_str().unwrap_or_default()
     }
     pub fn pointer(&self) -> &str {
-        self.body["errors"][0]["source"]["pointer"].as_str().unwrap_or_default()
+        self.body["errors"][0]["source"]["pointer"]
+            .as_str()
+            .unwrap_or_default()
     }
 }
 
@@ -157,8 +175,16 @@ impl TestApp {
         self.settings.clone()
     }
 
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        let mut req = self.client.request(method, format!("{}{}", self.address, path));
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -168,7 +194,13 @@ impl TestApp {
         Self::reply(req.send().await.expect("request sent")).await
     }
 
-    pub async fn raw(&self, method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
         let mut req = self
             .client
             .request(method, format!("{}{}", self.address, path))
@@ -185,7 +217,12 @@ impl TestApp {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
@@ -209,7 +246,12 @@ impl TestApp {
     }
 
     pub async fn sign_in_with(&self, email: &str, password: &str) -> Reply {
-        self.post("/v2/sessions", None, json!({ "email": email, "password": password })).await
+        self.post(
+            "/v2/sessions",
+            None,
+            json!({ "email": email, "password": password }),
+        )
+        .await
     }
 
     /// Signs up a fresh owner and returns (email, token).

@@ -14,15 +14,36 @@ fn sign_up_body(email: &str) -> String {
 async fn the_same_key_and_body_replays_the_first_answer_and_writes_nothing() {
     let app = spawn_app().await;
     let key = [("idempotency-key", "signup-1")];
-    let first = app.raw(reqwest::Method::POST, "/v2/accounts", &key, &sign_up_body("i@example.com")).await;
+    let first = app
+        .raw(
+            reqwest::Method::POST,
+            "/v2/accounts",
+            &key,
+            &sign_up_body("i@example.com"),
+        )
+        .await;
     assert_eq!(first.status, 201, "{}", first.text);
     let after_first = app.event_count().await;
-    let again = app.raw(reqwest::Method::POST, "/v2/accounts", &key, &sign_up_body("i@example.com")).await;
+    let again = app
+        .raw(
+            reqwest::Method::POST,
+            "/v2/accounts",
+            &key,
+            &sign_up_body("i@example.com"),
+        )
+        .await;
     assert_eq!(again.status, 201);
     assert_eq!(again.text, first.text, "byte-identical replay");
     assert_eq!(app.event_count().await, after_first, "nothing written");
 
-    let other = app.raw(reqwest::Method::POST, "/v2/accounts", &key, &sign_up_body("j@example.com")).await;
+    let other = app
+        .raw(
+            reqwest::Method::POST,
+            "/v2/accounts",
+            &key,
+            &sign_up_body("j@example.com"),
+        )
+        .await;
     assert_eq!(other.status, 422);
     assert_eq!(other.code(), "idempotency_key_reused");
     assert_eq!(app.event_count().await, after_first);
@@ -32,14 +53,38 @@ async fn the_same_key_and_body_replays_the_first_answer_and_writes_nothing() {
 async fn a_4xx_answer_is_replayed_too_and_keys_are_validated() {
     let app = spawn_app().await;
     let key = [("idempotency-key", "bad-1")];
-    let first = app.raw(reqwest::Method::POST, "/v2/accounts", &key, "{\"email\":\"x\"}").await;
+    let first = app
+        .raw(
+            reqwest::Method::POST,
+            "/v2/accounts",
+            &key,
+            "{\"email\":\"x\"}",
+        )
+        .await;
     assert_eq!(first.status, 422);
-    let again = app.raw(reqwest::Method::POST, "/v2/accounts", &key, "{\"email\":\"x\"}").await;
+    let again = app
+        .raw(
+            reqwest::Method::POST,
+            "/v2/accounts",
+            &key,
+            "{\"email\":\"x\"}",
+        )
+        .await;
     assert_eq!((again.status, again.text), (first.status, first.text));
 
     let long = "k".repeat(256);
-    let r = app.raw(reqwest::Method::POST, "/v2/accounts", &[("idempotency-key", &long)], &sign_up_body("k@example.com")).await;
-    assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_idempotency_key"));
+    let r = app
+        .raw(
+            reqwest::Method::POST,
+            "/v2/accounts",
+            &[("idempotency-key", &long)],
+            &sign_up_body("k@example.com"),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (400, "invalid_idempotency_key")
+    );
 }
 
 #[tokio::test]
@@ -51,8 +96,22 @@ async fn keys_of_different_callers_are_independent() {
     let auth_a = format!("Bearer {a}");
     let auth_b = format!("Bearer {b}");
     let path = "/v2/organization/security_passphrase/actions/verify";
-    let r1 = app.raw(reqwest::Method::POST, path, &[("idempotency-key", "same"), ("authorization", &auth_a)], &body).await;
-    let r2 = app.raw(reqwest::Method::POST, path, &[("idempotency-key", "same"), ("authorization", &auth_b)], &body).await;
+    let r1 = app
+        .raw(
+            reqwest::Method::POST,
+            path,
+            &[("idempotency-key", "same"), ("authorization", &auth_a)],
+            &body,
+        )
+        .await;
+    let r2 = app
+        .raw(
+            reqwest::Method::POST,
+            path,
+            &[("idempotency-key", "same"), ("authorization", &auth_b)],
+            &body,
+        )
+        .await;
     assert_eq!(r1.status, 200, "{}", r1.text);
     assert_eq!(r2.status, 200, "{}", r2.text);
     assert!(r2.headers.get("idempotent-replayed").is_none());

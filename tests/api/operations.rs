@@ -13,7 +13,13 @@ async fn health_readiness_metrics_openapi_and_docs_answer() {
     let app = spawn_app().await;
     let get = |path: &'static str| {
         let app = &app;
-        async move { app.client.get(format!("{}{path}", app.address)).send().await.unwrap() }
+        async move {
+            app.client
+                .get(format!("{}{path}", app.address))
+                .send()
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(get("/healthz").await.status(), 200);
     assert_eq!(get("/readyz").await.status(), 200);
@@ -28,7 +34,9 @@ async fn health_readiness_metrics_openapi_and_docs_answer() {
     assert!(docs.text().await.unwrap().contains("swagger-ui-bundle.js"));
     let init = get("/docs/assets/docs-init.js").await.text().await.unwrap();
     assert!(init.contains("/openapi.json"));
-    let r = app.request(reqwest::Method::GET, "/v2/nothing-here", None, None).await;
+    let r = app
+        .request(reqwest::Method::GET, "/v2/nothing-here", None, None)
+        .await;
     assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
 }
 
@@ -37,19 +45,44 @@ async fn a_rebuilt_read_model_equals_the_live_one() {
     let app = spawn_app().await;
     for _ in 0..3 {
         let (_, token) = app.owner().await;
-        let r = app.request(reqwest::Method::PATCH, "/v2/users/me", Some(&token),
-            Some(json!({ "last_name": "Byron", "phone_number": "+15555550100" }))).await;
+        let r = app
+            .request(
+                reqwest::Method::PATCH,
+                "/v2/users/me",
+                Some(&token),
+                Some(json!({ "last_name": "Byron", "phone_number": "+15555550100" })),
+            )
+            .await;
         assert_eq!(r.status, 200);
-        let _ = app.request(reqwest::Method::DELETE, "/v2/sessions/current", Some(&token), None).await;
+        let _ = app
+            .request(
+                reqwest::Method::DELETE,
+                "/v2/sessions/current",
+                Some(&token),
+                None,
+            )
+            .await;
     }
     let pool = &app.state.db.pool;
-    let live = (users::all(pool).await.unwrap(), sessions::all(pool).await.unwrap(), organizations::all(pool).await.unwrap());
+    let live = (
+        users::all(pool).await.unwrap(),
+        sessions::all(pool).await.unwrap(),
+        organizations::all(pool).await.unwrap(),
+    );
     for name in app.state.projections.names() {
         let mut calls = 0;
-        app.state.projections.rebuild(name, |_, _| calls += 1).await.unwrap();
+        app.state
+            .projections
+            .rebuild(name, |_, _| calls += 1)
+            .await
+            .unwrap();
         assert!(calls > 0, "progress is reported");
     }
-    let rebuilt = (users::all(pool).await.unwrap(), sessions::all(pool).await.unwrap(), organizations::all(pool).await.unwrap());
+    let rebuilt = (
+        users::all(pool).await.unwrap(),
+        sessions::all(pool).await.unwrap(),
+        organizations::all(pool).await.unwrap(),
+    );
     assert_eq!(live, rebuilt);
     assert_eq!(live.0.len(), 3);
 }
@@ -59,7 +92,14 @@ async fn verify_names_the_first_changed_event_on_both_backends() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let app = spawn_app_on(backend).await;
         let (email, token) = app.owner().await;
-        let _ = app.request(reqwest::Method::PATCH, "/v2/users/me", Some(&token), Some(json!({ "first_name": "Ada" }))).await;
+        let _ = app
+            .request(
+                reqwest::Method::PATCH,
+                "/v2/users/me",
+                Some(&token),
+                Some(json!({ "first_name": "Ada" })),
+            )
+            .await;
         let me = app.get("/v2/users/me", &token).await;
         let stream = format!("user-{}", me.data()["id"].as_str().unwrap());
         let store = Arc::clone(&app.state.store);
@@ -86,18 +126,25 @@ async fn concurrent_sign_ins_all_land_and_the_projector_sees_each_once() {
     for _ in 0..12 {
         let app = Arc::clone(&app);
         let email = email.clone();
-        tasks.push(tokio::spawn(async move { app.sign_in_with(&email, PASSWORD).await.status.as_u16() }));
+        tasks.push(tokio::spawn(async move {
+            app.sign_in_with(&email, PASSWORD).await.status.as_u16()
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), 201);
     }
     let pool = &app.state.db.pool;
     let sessions = sessions::all(pool).await.unwrap();
-    assert_eq!(sessions.len(), 13, "one row per session_started, none twice");
+    assert_eq!(
+        sessions.len(),
+        13,
+        "one row per session_started, none twice"
+    );
     let head = app.event_count().await;
-    let positions: Vec<i64> = sqlx::query_scalar("SELECT global_position FROM events ORDER BY global_position")
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM events ORDER BY global_position")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     assert_eq!(positions, (1..=head).collect::<Vec<_>>(), "gapless");
 }

@@ -12,26 +12,71 @@ async fn no_password_passphrase_pin_or_token_in_events_or_logs() {
     let passphrase = format!("leak canary phrase {}", uuid::Uuid::new_v4().simple());
     let pin = format!("{}", 1_000_000 + rand::random::<u32>() % 8_000_000);
     let email = format!("canary-{}@example.com", uuid::Uuid::new_v4().simple());
-    let r = app.post("/v2/accounts", None, json!({ "email": email, "password": password, "first_name": "Canary",
-        "last_name": "Bird", "billing_currency": "USD" })).await;
+    let r = app
+        .post(
+            "/v2/accounts",
+            None,
+            json!({ "email": email, "password": password, "first_name": "Canary",
+        "last_name": "Bird", "billing_currency": "USD" }),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = app.sign_in_with(&email, &password).await;
     let token = r.data()["token"].as_str().unwrap().to_owned();
-    let _ = app.sign_in_with(&email, "a wrong password for the log").await;
+    let _ = app
+        .sign_in_with(&email, "a wrong password for the log")
+        .await;
     let put = |path: &'static str, body: serde_json::Value| {
         let app = &app;
         let token = token.clone();
-        async move { app.request(Method::PUT, path, Some(&token), Some(body)).await }
+        async move {
+            app.request(Method::PUT, path, Some(&token), Some(body))
+                .await
+        }
     };
-    assert_eq!(put("/v2/organization/security_passphrase", json!({ "passphrase": passphrase, "current_password": password })).await.status, 204);
-    assert_eq!(put("/v2/organization/port_out_pin", json!({ "pin": pin, "current_password": password })).await.status, 204);
-    let _ = app.post("/v2/organization/port_out_pin/actions/verify", Some(&token), json!({ "pin": pin })).await;
-    let _ = app.post("/v2/organization/security_passphrase/actions/verify", Some(&token), json!({ "passphrase": passphrase })).await;
+    assert_eq!(
+        put(
+            "/v2/organization/security_passphrase",
+            json!({ "passphrase": passphrase, "current_password": password })
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        put(
+            "/v2/organization/port_out_pin",
+            json!({ "pin": pin, "current_password": password })
+        )
+        .await
+        .status,
+        204
+    );
+    let _ = app
+        .post(
+            "/v2/organization/port_out_pin/actions/verify",
+            Some(&token),
+            json!({ "pin": pin }),
+        )
+        .await;
+    let _ = app
+        .post(
+            "/v2/organization/security_passphrase/actions/verify",
+            Some(&token),
+            json!({ "passphrase": passphrase }),
+        )
+        .await;
 
     let events = app.events_table_text().await;
     let logs = captured_logs();
     assert!(!events.is_empty() && !logs.is_empty());
-    for secret in [password.as_str(), passphrase.as_str(), token.as_str(), email.as_str(), "Canary"] {
+    for secret in [
+        password.as_str(),
+        passphrase.as_str(),
+        token.as_str(),
+        email.as_str(),
+        "Canary",
+    ] {
         assert!(!events.contains(secret), "events hold {secret}");
     }
     for secret in [password.as_str(), passphrase.as_str(), token.as_str()] {
@@ -39,6 +84,9 @@ async fn no_password_passphrase_pin_or_token_in_events_or_logs() {
     }
     // The PIN is short: look for it as a JSON value or a key=value pair, not any digit run.
     for needle in [format!("\"{pin}\""), format!("={pin}"), format!(": {pin}")] {
-        assert!(!events.contains(&needle) && !logs.contains(&needle), "PIN leaked as {needle}");
+        assert!(
+            !events.contains(&needle) && !logs.contains(&needle),
+            "PIN leaked as {needle}"
+        );
     }
 }

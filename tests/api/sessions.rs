@@ -10,7 +10,9 @@ use crate::helpers::*;
 async fn unknown_email_and_wrong_password_look_the_same() {
     let app = spawn_app().await;
     let (email, _) = app.owner().await;
-    let wrong = app.sign_in_with(&email, "not the right password at all").await;
+    let wrong = app
+        .sign_in_with(&email, "not the right password at all")
+        .await;
     let unknown = app.sign_in_with("nobody@example.com", PASSWORD).await;
     assert_eq!(wrong.status, 401);
     assert_eq!(unknown.status, 401);
@@ -23,13 +25,20 @@ async fn a_session_token_works_until_sign_out() {
     let app = spawn_app().await;
     let (_, token) = app.owner().await;
     assert_eq!(app.get("/v2/users/me", &token).await.status, 200);
-    let r = app.request(Method::DELETE, "/v2/sessions/current", Some(&token), None).await;
+    let r = app
+        .request(Method::DELETE, "/v2/sessions/current", Some(&token), None)
+        .await;
     assert_eq!(r.status, 204, "{}", r.text);
     let r = app.get("/v2/users/me", &token).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.code(), "unauthorized");
     assert_eq!(app.get("/v2/users/me", "wdn_s_madeup").await.status, 401);
-    assert_eq!(app.request(Method::GET, "/v2/users/me", None, None).await.status, 401);
+    assert_eq!(
+        app.request(Method::GET, "/v2/users/me", None, None)
+            .await
+            .status,
+        401
+    );
 }
 
 #[tokio::test]
@@ -37,18 +46,33 @@ async fn sessions_end_after_an_idle_hour_and_after_a_day() {
     let app = spawn_app().await;
     let (email, token) = app.owner().await;
     app.clock.advance(Duration::minutes(59));
-    assert_eq!(app.get("/v2/users/me", &token).await.status, 200, "activity extends the idle timer");
+    assert_eq!(
+        app.get("/v2/users/me", &token).await.status,
+        200,
+        "activity extends the idle timer"
+    );
     app.clock.advance(Duration::minutes(59));
     assert_eq!(app.get("/v2/users/me", &token).await.status, 200);
     app.clock.advance(Duration::minutes(61));
-    assert_eq!(app.get("/v2/users/me", &token).await.status, 401, "idle for over an hour");
+    assert_eq!(
+        app.get("/v2/users/me", &token).await.status,
+        401,
+        "idle for over an hour"
+    );
 
-    let token = app.sign_in_with(&email, PASSWORD).await.data()["token"].as_str().unwrap().to_owned();
+    let token = app.sign_in_with(&email, PASSWORD).await.data()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for _ in 0..25 {
         app.clock.advance(Duration::minutes(59));
         let _ = app.get("/v2/users/me", &token).await;
     }
-    assert_eq!(app.get("/v2/users/me", &token).await.status, 401, "past the 24 h lifetime");
+    assert_eq!(
+        app.get("/v2/users/me", &token).await.status,
+        401,
+        "past the 24 h lifetime"
+    );
 }
 
 #[tokio::test]
@@ -56,7 +80,12 @@ async fn too_many_failed_sign_ins_are_throttled_for_a_minute() {
     let app = spawn_app().await;
     let (email, _) = app.owner().await;
     for _ in 0..5 {
-        assert_eq!(app.sign_in_with(&email, "wrong wrong wrong wrong").await.status, 401);
+        assert_eq!(
+            app.sign_in_with(&email, "wrong wrong wrong wrong")
+                .await
+                .status,
+            401
+        );
     }
     let r = app.sign_in_with(&email, PASSWORD).await;
     assert_eq!(r.status, 429, "{}", r.text);
@@ -71,32 +100,64 @@ async fn too_many_failed_sign_ins_are_throttled_for_a_minute() {
 
     // Unknown addresses throttle the same way, so 429s reveal nothing.
     for _ in 0..5 {
-        assert_eq!(app.sign_in_with("ghost@example.com", PASSWORD).await.status, 401);
+        assert_eq!(
+            app.sign_in_with("ghost@example.com", PASSWORD).await.status,
+            401
+        );
     }
     let r = app.sign_in_with("ghost@example.com", PASSWORD).await;
-    assert_eq!((r.status.as_u16(), r.code()), (429, "too_many_login_attempts"));
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (429, "too_many_login_attempts")
+    );
 }
 
 #[tokio::test]
 async fn changing_the_password_ends_other_sessions_and_needs_the_current_one() {
     let app = spawn_app().await;
     let (email, token) = app.owner().await;
-    let other = app.sign_in_with(&email, PASSWORD).await.data()["token"].as_str().unwrap().to_owned();
+    let other = app.sign_in_with(&email, PASSWORD).await.data()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let before = app.event_count().await;
     let r = app.post("/v2/users/me/actions/change_password", Some(&token),
         json!({ "current_password": "not it, not it at all", "new_password": "brand new long passphrase" })).await;
     assert_eq!((r.status.as_u16(), r.code()), (403, "invalid_password"));
-    let r = app.post("/v2/users/me/actions/change_password", Some(&token),
-        json!({ "current_password": PASSWORD, "new_password": "short" })).await;
+    let r = app
+        .post(
+            "/v2/users/me/actions/change_password",
+            Some(&token),
+            json!({ "current_password": PASSWORD, "new_password": "short" }),
+        )
+        .await;
     assert_eq!((r.status.as_u16(), r.pointer()), (422, "/new_password"));
     assert_eq!(app.event_count().await, before);
 
-    let r = app.post("/v2/users/me/actions/change_password", Some(&token),
-        json!({ "current_password": PASSWORD, "new_password": "brand new long passphrase" })).await;
+    let r = app
+        .post(
+            "/v2/users/me/actions/change_password",
+            Some(&token),
+            json!({ "current_password": PASSWORD, "new_password": "brand new long passphrase" }),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(app.get("/v2/users/me", &token).await.status, 200, "the session that changed it lives");
-    assert_eq!(app.get("/v2/users/me", &other).await.status, 401, "every other session ended");
+    assert_eq!(
+        app.get("/v2/users/me", &token).await.status,
+        200,
+        "the session that changed it lives"
+    );
+    assert_eq!(
+        app.get("/v2/users/me", &other).await.status,
+        401,
+        "every other session ended"
+    );
     assert_eq!(app.sign_in_with(&email, PASSWORD).await.status, 401);
-    assert_eq!(app.sign_in_with(&email, "brand new long passphrase").await.status, 201);
+    assert_eq!(
+        app.sign_in_with(&email, "brand new long passphrase")
+            .await
+            .status,
+        201
+    );
 }
