@@ -114,6 +114,33 @@ async fn every_event_reaches_jetstream_once_even_across_a_nats_outage() {
     let app = spawn_with(settings).await;
 
     let (email, token) = app.owner().await;
+    let passphrase = format!("canary phrase {}", uuid::Uuid::new_v4().simple());
+    let pin = "80264917";
+    for (path, body) in [
+        (
+            "/v2/organization/security_passphrase",
+            json!({ "passphrase": passphrase, "current_password": PASSWORD }),
+        ),
+        (
+            "/v2/organization/port_out_pin",
+            json!({ "pin": pin, "current_password": PASSWORD }),
+        ),
+    ] {
+        assert_eq!(
+            app.request(Method::PUT, path, Some(&token), Some(body))
+                .await
+                .status,
+            204
+        );
+    }
+    let r = app
+        .post(
+            "/v2/organization/port_out_pin/actions/verify",
+            Some(&token),
+            json!({ "pin": pin }),
+        )
+        .await;
+    assert_eq!(r.data()["valid"], true);
     let head = app.event_count().await;
     assert_eq!(wait_relayed(&app, Duration::from_secs(20)).await, head);
 
@@ -158,7 +185,13 @@ async fn every_event_reaches_jetstream_once_even_across_a_nats_outage() {
         .map(|(_, b)| b.to_string())
         .collect::<Vec<_>>()
         .join("\n");
-    for secret in [PASSWORD, token.as_str(), email.as_str()] {
+    for secret in [
+        PASSWORD,
+        token.as_str(),
+        email.as_str(),
+        passphrase.as_str(),
+        pin,
+    ] {
         assert!(!all.contains(secret), "a NATS message holds {secret}");
     }
     app.stop().await;
