@@ -199,3 +199,23 @@ impl Application {
         Ok(())
     }
 }
+
+/// Drops idempotency records past their 24 h retention, hourly.
+async fn purge_idempotency(
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let retention = ChronoDuration::hours(api::idempotency::RETENTION_HOURS);
+    loop {
+        match store.idempotency_purge(clock.now() - retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired idempotency records purged"),
+            Err(e) => tracing::warn!(error = %e, "idempotency purge failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
