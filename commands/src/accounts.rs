@@ -79,6 +79,18 @@ pub struct SignedUp {
     pub position: Option<i64>,
 }
 
+/// What a correct password leads to: a session, or (2FA on) a challenge to answer.
+#[derive(Debug, Clone)]
+pub enum SignInOutcome {
+    Session(NewSession),
+    Challenge {
+        challenge_id: Uuid,
+        user_id: Uuid,
+        expires_at: DateTime<Utc>,
+        position: Option<i64>,
+    },
+}
+
 /// A freshly issued session. `token` is shown to the caller once and stored nowhere.
 #[derive(Clone)]
 pub struct NewSession {
@@ -225,7 +237,7 @@ impl Accounts {
 
     /// Password sign-in. Unknown address and wrong password look the same, take the same
     /// time, and throttle the same way.
-    pub async fn sign_in(&self, email: &str, password: &str, meta: &Meta) -> Result<NewSession> {
+    pub async fn sign_in(&self, email: &str, password: &str, meta: &Meta) -> Result<SignInOutcome> {
         let now = self.pipeline.now();
         let password = Password::for_verification(password);
         let owner = match EmailAddress::parse("/email", email) {
@@ -250,6 +262,7 @@ impl Accounts {
         let token = self.secrets.new_token("wdn_s_");
         let token_digest = self.secrets.token_digest(&token);
         let session_id = Uuid::now_v7();
+        let challenge_id = Uuid::now_v7();
         let policy = self.policy;
         let executed = self
             .pipeline
@@ -258,6 +271,7 @@ impl Accounts {
                     state,
                     UserCommand::SignIn {
                         password_ok,
+                        challenge_id,
                         session_id,
                         token_digest: token_digest.clone(),
                         session_lifetime: policy.lifetime,
@@ -271,7 +285,15 @@ impl Accounts {
         if !password_ok {
             return Err(CommandError::Domain(AccountsError::InvalidCredentials));
         }
-        Ok(NewSession {
+        if let Some(challenge) = executed.state.two_factor.challenges.get(&challenge_id) {
+            return Ok(SignInOutcome::Challenge {
+                challenge_id,
+                user_id: executed.state.id.unwrap_or_default(),
+                expires_at: challenge.expires_at,
+                position: executed.position,
+            });
+        }
+        Ok(SignInOutcome::Session(NewSession {
             token,
             session_id,
             user_id: executed.state.id.unwrap_or_default(),
@@ -282,7 +304,7 @@ impl Accounts {
                 .copied()
                 .unwrap_or(now + policy.lifetime),
             position: executed.position,
-        })
+        }))
     }
 
     async fn fail_unknown(

@@ -13,6 +13,7 @@ pub mod chain;
 pub mod event;
 pub mod organization;
 pub mod sealed;
+pub mod two_factor;
 pub mod user;
 pub mod values;
 

@@ -10,6 +10,10 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, Ctx};
 use crate::event::DomainEvent;
 use crate::sealed::{Digest, Sealed};
+use crate::two_factor::{
+    self as tf, ChallengePassed, Enabled, EnrollmentStarted, Factor, Method, Proof, TwoFactor,
+    TwoFactorError,
+};
 
 /// Failed password sign-ins allowed per rolling window before 429.
 pub const SIGN_IN_FAILURES_ALLOWED: usize = 5;
@@ -71,6 +75,38 @@ pub enum UserEvent {
     EmailChanged { email: Sealed },
     #[serde(rename = "user.password_changed")]
     PasswordChanged { password_hash: Sealed },
+    #[serde(rename = "user.two_factor_enrollment_started")]
+    TwoFactorEnrollmentStarted(EnrollmentStarted),
+    /// A wrong code was given to confirm an enrollment.
+    #[serde(rename = "user.two_factor_enrollment_failed")]
+    TwoFactorEnrollmentFailed { enrollment_id: Uuid },
+    #[serde(rename = "user.two_factor_enabled")]
+    TwoFactorEnabled(Enabled),
+    /// A new backup-code set replaced the old one, proven by a current second factor.
+    #[serde(rename = "user.backup_codes_regenerated")]
+    BackupCodesRegenerated {
+        factor: Factor,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        totp_step: Option<i64>,
+        backup_codes: Sealed,
+        backup_code_count: u32,
+    },
+    /// The password was right and 2FA is on: a second factor is now required.
+    #[serde(rename = "user.two_factor_challenge_started")]
+    TwoFactorChallengeStarted {
+        challenge_id: Uuid,
+        expires_at: DateTime<Utc>,
+    },
+    #[serde(rename = "user.two_factor_challenge_failed")]
+    TwoFactorChallengeFailed { challenge_id: Uuid, factor: Factor },
+    #[serde(rename = "user.two_factor_challenge_passed")]
+    TwoFactorChallengePassed(ChallengePassed),
+    /// One backup code was used; it never works again.
+    #[serde(rename = "user.backup_code_consumed")]
+    BackupCodeConsumed { index: u32, remaining: u32 },
+    /// Few backup codes remain (so a webhook can warn the user).
+    #[serde(rename = "user.backup_codes_low")]
+    BackupCodesLow { remaining: u32 },
 }
 
 impl DomainEvent for UserEvent {
@@ -83,6 +119,15 @@ impl DomainEvent for UserEvent {
             "user.profile_updated",
             "user.email_changed",
             "user.password_changed",
+            "user.two_factor_enrollment_started",
+            "user.two_factor_enrollment_failed",
+            "user.two_factor_enabled",
+            "user.backup_codes_regenerated",
+            "user.two_factor_challenge_started",
+            "user.two_factor_challenge_failed",
+            "user.two_factor_challenge_passed",
+            "user.backup_code_consumed",
+            "user.backup_codes_low",
         ]
     }
 }
@@ -99,10 +144,13 @@ pub struct User {
     pub sessions: BTreeMap<Uuid, DateTime<Utc>>,
     /// Times of the most recent failed sign-ins (at most [`SIGN_IN_FAILURES_ALLOWED`]).
     pub recent_sign_in_failures: Vec<DateTime<Utc>>,
+    #[serde(default)]
+    pub two_factor: TwoFactor,
 }
 
 impl Aggregate for User {
     const STREAM_TYPE: &'static str = "user";
+    const SNAPSHOT_VERSION: i32 = 2;
     type Event = UserEvent;
 
     fn apply(&mut self, event: &UserEvent, recorded_at: DateTime<Utc>) {
@@ -146,6 +194,44 @@ impl Aggregate for User {
             UserEvent::PasswordChanged { password_hash } => {
                 self.password_hash = Some(password_hash.clone())
             }
+            UserEvent::TwoFactorEnrollmentStarted(e) => {
+                tf::apply_enrollment_started(&mut self.two_factor, e)
+            }
+            UserEvent::TwoFactorEnrollmentFailed { .. } => {
+                tf::apply_enrollment_failed(&mut self.two_factor)
+            }
+            UserEvent::TwoFactorEnabled(e) => tf::apply_enabled(&mut self.two_factor, e),
+            UserEvent::BackupCodesRegenerated {
+                totp_step,
+                backup_codes,
+                backup_code_count,
+                ..
+            } => {
+                tf::note_step(&mut self.two_factor, *totp_step);
+                tf::replace_backup_codes(&mut self.two_factor, backup_codes, *backup_code_count);
+            }
+            UserEvent::TwoFactorChallengeStarted {
+                challenge_id,
+                expires_at,
+            } => {
+                self.recent_sign_in_failures.clear();
+                tf::apply_challenge_started(
+                    &mut self.two_factor,
+                    *challenge_id,
+                    *expires_at,
+                    recorded_at,
+                )
+            }
+            UserEvent::TwoFactorChallengeFailed { challenge_id, .. } => {
+                tf::apply_challenge_failed(&mut self.two_factor, *challenge_id)
+            }
+            UserEvent::TwoFactorChallengePassed(e) => {
+                tf::apply_challenge_passed(&mut self.two_factor, e)
+            }
+            UserEvent::BackupCodeConsumed { index, .. } => {
+                self.two_factor.backup_codes_used.insert(*index);
+            }
+            UserEvent::BackupCodesLow { .. } => {}
         }
     }
 }
@@ -162,6 +248,8 @@ pub enum UserError {
     TooManySignInAttempts { retry_after_secs: i64 },
     #[error("no such session")]
     SessionNotFound,
+    #[error(transparent)]
+    TwoFactor(#[from] TwoFactorError),
 }
 
 /// What a user can be asked to do. Secrets arrive sealed or digested, and secret checks
@@ -177,9 +265,11 @@ pub enum UserCommand {
         last_name: Sealed,
         password_hash: Sealed,
     },
-    /// Start a session after the password was checked (`password_ok`).
+    /// Start a session after the password was checked (`password_ok`); when 2FA is on,
+    /// start challenge `challenge_id` instead.
     SignIn {
         password_ok: bool,
+        challenge_id: Uuid,
         session_id: Uuid,
         token_digest: Digest,
         session_lifetime: Duration,
@@ -203,6 +293,56 @@ pub enum UserCommand {
         /// The session making the change survives; every other one ends.
         keep_session: Option<Uuid>,
     },
+    /// Begin TOTP enrollment with a fresh (sealed) secret.
+    StartTotpEnrollment {
+        enrollment_id: Uuid,
+        totp_secret: Sealed,
+    },
+    /// Confirm an enrollment with a current code: 2FA is on, with a first backup-code set.
+    EnableTwoFactor {
+        enrollment_id: Uuid,
+        totp_step: Option<i64>,
+        backup_codes: Sealed,
+        backup_code_count: u32,
+    },
+    /// Replace the backup codes, proven by a current second factor.
+    RegenerateBackupCodes {
+        proof: Proof,
+        backup_codes: Sealed,
+        backup_code_count: u32,
+    },
+    /// Answer a sign-in challenge with a TOTP code.
+    VerifyTotp {
+        challenge_id: Uuid,
+        totp_step: Option<i64>,
+        session: NewSession,
+    },
+    /// Answer a sign-in challenge with a backup code, using it up.
+    ConsumeBackupCode {
+        challenge_id: Uuid,
+        index: Option<u32>,
+        session: NewSession,
+    },
+}
+
+/// The session a passed challenge opens.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub session_id: Uuid,
+    pub token_digest: Digest,
+    pub lifetime: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl NewSession {
+    fn started(&self, now: DateTime<Utc>) -> UserEvent {
+        UserEvent::SessionStarted {
+            session_id: self.session_id,
+            token_digest: self.token_digest.clone(),
+            expires_at: now + self.lifetime,
+            idle_timeout_secs: self.idle_timeout.num_seconds(),
+        }
+    }
 }
 
 /// Refuses a sign-in before any password work when the account is throttled.
@@ -252,6 +392,7 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
         }
         UserCommand::SignIn {
             password_ok,
+            challenge_id,
             session_id,
             token_digest,
             session_lifetime,
@@ -261,6 +402,15 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
             if !password_ok {
                 return Ok(vec![UserEvent::SignInFailed {
                     reason: "wrong_password".into(),
+                }]);
+            }
+            if user.two_factor.enabled {
+                if user.two_factor.locked() {
+                    return Err(TwoFactorError::SecondFactorBlocked.into());
+                }
+                return Ok(vec![UserEvent::TwoFactorChallengeStarted {
+                    challenge_id,
+                    expires_at: tf::challenge_expiry(ctx.now),
                 }]);
             }
             Ok(vec![UserEvent::SessionStarted {
@@ -322,7 +472,119 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
             );
             Ok(events)
         }
+        UserCommand::StartTotpEnrollment {
+            enrollment_id,
+            totp_secret,
+        } => {
+            if user.two_factor.enabled {
+                return Err(TwoFactorError::AlreadyEnabled.into());
+            }
+            Ok(vec![UserEvent::TwoFactorEnrollmentStarted(
+                EnrollmentStarted {
+                    enrollment_id,
+                    method: Method::Totp,
+                    totp_secret: Some(totp_secret),
+                    expires_at: tf::enrollment_expiry(ctx.now),
+                },
+            )])
+        }
+        UserCommand::EnableTwoFactor {
+            enrollment_id,
+            totp_step,
+            backup_codes,
+            backup_code_count,
+        } => {
+            if user.two_factor.enabled {
+                return Err(TwoFactorError::AlreadyEnabled.into());
+            }
+            let enrollment = tf::usable_enrollment(&user.two_factor, enrollment_id, ctx.now)?;
+            if !user.two_factor.accepts(Proof::Totp(totp_step)) {
+                return Ok(vec![UserEvent::TwoFactorEnrollmentFailed { enrollment_id }]);
+            }
+            Ok(vec![UserEvent::TwoFactorEnabled(Enabled {
+                enrollment_id,
+                method: enrollment.method,
+                totp_step,
+                backup_codes,
+                backup_code_count,
+            })])
+        }
+        UserCommand::RegenerateBackupCodes {
+            proof,
+            backup_codes,
+            backup_code_count,
+        } => {
+            if !user.two_factor.enabled {
+                return Err(TwoFactorError::NotEnabled.into());
+            }
+            if !user.two_factor.accepts(proof) {
+                return Err(TwoFactorError::InvalidCode.into());
+            }
+            let mut events = Vec::new();
+            if let Proof::BackupCode(Some(index)) = proof {
+                events.push(UserEvent::BackupCodeConsumed {
+                    index,
+                    remaining: user.two_factor.backup_codes_remaining().saturating_sub(1),
+                });
+            }
+            events.push(UserEvent::BackupCodesRegenerated {
+                factor: proof.factor(),
+                totp_step: match proof {
+                    Proof::Totp(step) => step,
+                    Proof::BackupCode(_) => None,
+                },
+                backup_codes,
+                backup_code_count,
+            });
+            Ok(events)
+        }
+        UserCommand::VerifyTotp {
+            challenge_id,
+            totp_step,
+            session,
+        } => pass_challenge(user, challenge_id, Proof::Totp(totp_step), &session, ctx),
+        UserCommand::ConsumeBackupCode {
+            challenge_id,
+            index,
+            session,
+        } => pass_challenge(user, challenge_id, Proof::BackupCode(index), &session, ctx),
     }
+}
+
+/// A challenge answered: a usable proof opens a session (using up a backup code); anything
+/// else is a recorded failure that counts toward the per-challenge and per-user limits.
+fn pass_challenge(
+    user: &User,
+    challenge_id: Uuid,
+    proof: Proof,
+    session: &NewSession,
+    ctx: &Ctx,
+) -> Result<Vec<UserEvent>, UserError> {
+    let two_factor = &user.two_factor;
+    tf::usable_challenge(two_factor, challenge_id, ctx.now)?;
+    if !two_factor.accepts(proof) {
+        return Ok(vec![UserEvent::TwoFactorChallengeFailed {
+            challenge_id,
+            factor: proof.factor(),
+        }]);
+    }
+    let mut events = vec![UserEvent::TwoFactorChallengePassed(ChallengePassed {
+        challenge_id,
+        factor: proof.factor(),
+        totp_step: match proof {
+            Proof::Totp(step) => step,
+            Proof::BackupCode(_) => None,
+        },
+    })];
+    if let Proof::BackupCode(Some(index)) = proof {
+        let remaining = two_factor.backup_codes_remaining().saturating_sub(1);
+        events.push(UserEvent::BackupCodeConsumed { index, remaining });
+        if remaining <= tf::BACKUP_CODES_LOW {
+            events.push(UserEvent::BackupCodesLow { remaining });
+        }
+    }
+    events.push(session.started(ctx.now));
+    Ok(events)
 }
 
 #[cfg(test)]

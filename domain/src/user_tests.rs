@@ -51,6 +51,7 @@ fn given(events: &[UserEvent]) -> User {
 fn sign_in(ok: bool, session: u128) -> UserCommand {
     UserCommand::SignIn {
         password_ok: ok,
+        challenge_id: uid(900 + session),
         session_id: uid(session),
         token_digest: Digest("ab".repeat(32)),
         session_lifetime: Duration::hours(24),
@@ -86,6 +87,46 @@ fn every_user_event_type_is_pinned() {
         UserEvent::PasswordChanged {
             password_hash: sealed("hash2"),
         },
+        UserEvent::TwoFactorEnrollmentStarted(crate::two_factor::EnrollmentStarted {
+            enrollment_id: uid(20),
+            method: crate::two_factor::Method::Totp,
+            totp_secret: Some(sealed("totp")),
+            expires_at: t(600),
+        }),
+        UserEvent::TwoFactorEnrollmentFailed {
+            enrollment_id: uid(20),
+        },
+        UserEvent::TwoFactorEnabled(crate::two_factor::Enabled {
+            enrollment_id: uid(20),
+            method: crate::two_factor::Method::Totp,
+            totp_step: Some(59_333_333),
+            backup_codes: sealed("backup"),
+            backup_code_count: 10,
+        }),
+        UserEvent::BackupCodesRegenerated {
+            factor: crate::two_factor::Factor::Totp,
+            totp_step: Some(59_333_334),
+            backup_codes: sealed("backup2"),
+            backup_code_count: 10,
+        },
+        UserEvent::TwoFactorChallengeStarted {
+            challenge_id: uid(30),
+            expires_at: t(600),
+        },
+        UserEvent::TwoFactorChallengeFailed {
+            challenge_id: uid(30),
+            factor: crate::two_factor::Factor::BackupCode,
+        },
+        UserEvent::TwoFactorChallengePassed(crate::two_factor::ChallengePassed {
+            challenge_id: uid(30),
+            factor: crate::two_factor::Factor::Totp,
+            totp_step: Some(59_333_335),
+        }),
+        UserEvent::BackupCodeConsumed {
+            index: 3,
+            remaining: 9,
+        },
+        UserEvent::BackupCodesLow { remaining: 3 },
     ];
     let encoded: Vec<_> = events
         .iter()

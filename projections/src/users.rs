@@ -37,6 +37,9 @@ pub struct UserRow {
     pub created_at: String,
     pub updated_at: String,
     pub last_sign_in_at: Option<String>,
+    pub two_factor_enabled: i64,
+    pub two_factor_method: Option<String>,
+    pub backup_codes_remaining: i64,
 }
 
 #[async_trait]
@@ -128,9 +131,42 @@ impl Projector for UsersProjector {
                     .execute(&mut *conn)
                     .await?;
             }
+            UserEvent::TwoFactorEnabled(e) => {
+                let method = serde_json::to_value(e.method)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned));
+                sqlx::query(
+                    "UPDATE users SET two_factor_enabled = 1, two_factor_method = $2, \
+                     backup_codes_remaining = $3, updated_at = $4 WHERE user_id = $1",
+                )
+                .bind(&user_id)
+                .bind(method)
+                .bind(i64::from(e.backup_code_count))
+                .bind(&at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            UserEvent::BackupCodesRegenerated {
+                backup_code_count: remaining,
+                ..
+            }
+            | UserEvent::BackupCodeConsumed { remaining, .. } => {
+                sqlx::query("UPDATE users SET backup_codes_remaining = $2, updated_at = $3 WHERE user_id = $1")
+                    .bind(&user_id)
+                    .bind(i64::from(remaining))
+                    .bind(&at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             UserEvent::PasswordChanged { .. }
             | UserEvent::SignInFailed { .. }
-            | UserEvent::SessionEnded { .. } => {}
+            | UserEvent::SessionEnded { .. }
+            | UserEvent::TwoFactorEnrollmentStarted(_)
+            | UserEvent::TwoFactorEnrollmentFailed { .. }
+            | UserEvent::TwoFactorChallengeStarted { .. }
+            | UserEvent::TwoFactorChallengeFailed { .. }
+            | UserEvent::TwoFactorChallengePassed(_)
+            | UserEvent::BackupCodesLow { .. } => {}
         }
         Ok(())
     }
@@ -138,7 +174,8 @@ impl Projector for UsersProjector {
 
 const SELECT: &str =
     "SELECT user_id, organization_id, role, email, first_name, last_name, phone_number, \
-     status, created_at, updated_at, last_sign_in_at FROM users";
+     status, created_at, updated_at, last_sign_in_at, two_factor_enabled, two_factor_method, \
+     backup_codes_remaining FROM users";
 
 pub async fn get(pool: &AnyPool, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as::<_, UserRow>(&format!("{SELECT} WHERE user_id = $1"))

@@ -8,6 +8,7 @@ use warden_commands::accounts::AccountsError;
 use warden_commands::ports::SecretsError;
 use warden_commands::{CommandError, StoreError};
 use warden_domain::organization::OrganizationError;
+use warden_domain::two_factor::TwoFactorError;
 use warden_domain::user::UserError;
 use warden_domain::values::ValidationError;
 use warden_projections::ProjectionError;
@@ -187,6 +188,62 @@ impl From<UserError> for ApiError {
                 LOGIN_ATTEMPTS_DETAIL,
                 retry_after_secs,
             ),
+            UserError::TwoFactor(e) => e.into(),
+        }
+    }
+}
+
+impl From<TwoFactorError> for ApiError {
+    fn from(e: TwoFactorError) -> Self {
+        let detail = e.to_string();
+        match e {
+            TwoFactorError::AlreadyEnabled => Self::new(
+                StatusCode::CONFLICT,
+                "two_factor_already_enabled",
+                "Already enabled",
+                detail,
+            ),
+            TwoFactorError::NotEnabled => Self::new(
+                StatusCode::CONFLICT,
+                "two_factor_not_enabled",
+                "Not enabled",
+                detail,
+            ),
+            TwoFactorError::EnrollmentNotFound | TwoFactorError::ChallengeNotFound => {
+                Self::not_found()
+            }
+            TwoFactorError::EnrollmentExpired => Self::new(
+                StatusCode::GONE,
+                "enrollment_expired",
+                "Enrollment expired",
+                detail,
+            ),
+            TwoFactorError::ChallengeExpired => Self::new(
+                StatusCode::GONE,
+                "challenge_expired",
+                "Challenge expired",
+                detail,
+            ),
+            TwoFactorError::ChallengeLocked => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "challenge_locked",
+                "Too many wrong codes",
+                detail,
+            ),
+            TwoFactorError::SecondFactorBlocked => Self::new(
+                StatusCode::FORBIDDEN,
+                "second_factor_blocked",
+                "Second factor blocked",
+                detail,
+            ),
+            TwoFactorError::InvalidCode => {
+                let mut err =
+                    Self::validation(vec![ValidationError::new("/code", "invalid_code", detail)]);
+                if let Some(item) = err.errors.first_mut() {
+                    item.title = "Invalid code";
+                }
+                err
+            }
         }
     }
 }

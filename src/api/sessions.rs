@@ -8,6 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use warden_commands::accounts::SignInOutcome;
+use warden_domain::chain::format_time;
+
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Principal, RequestMeta};
 use crate::app::AppState;
@@ -35,21 +38,37 @@ pub async fn sign_in(
     meta: RequestMeta,
     Json(body): Json<SignInRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    let session = state
+    let outcome = state
         .accounts
         .sign_in(&body.email, &body.password, &meta.anonymous())
         .await?;
-    state.caught_up(session.position).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({ "data": {
-            "record_type": "session",
-            "token": session.token,
-            "expires_at": warden_domain::chain::format_time(session.expires_at),
-            "user_id": session.user_id,
-            "two_factor_setup_required": false,
-        }})),
-    ))
+    let data = match outcome {
+        SignInOutcome::Session(session) => {
+            state.caught_up(session.position).await?;
+            json!({
+                "record_type": "session",
+                "token": session.token,
+                "expires_at": format_time(session.expires_at),
+                "user_id": session.user_id,
+                "two_factor_setup_required": false,
+            })
+        }
+        SignInOutcome::Challenge {
+            challenge_id,
+            expires_at,
+            position,
+            ..
+        } => {
+            state.caught_up(position).await?;
+            json!({
+                "record_type": "two_factor_challenge",
+                "challenge_id": challenge_id,
+                "methods": ["totp", "backup_code"],
+                "expires_at": format_time(expires_at),
+            })
+        }
+    };
+    Ok((StatusCode::CREATED, axum::Json(json!({ "data": data }))))
 }
 
 /// End the session whose token made this request.

@@ -25,10 +25,10 @@ pub async fn user(state: &AppState, user_id: Uuid) -> ApiResult<Value> {
         "updated_at": row.updated_at,
         "last_sign_in_at": row.last_sign_in_at,
         "two_factor": {
-            "enabled": false,
-            "method": null,
+            "enabled": row.two_factor_enabled != 0,
+            "method": row.two_factor_method,
             "phone_number": null,
-            "backup_codes_remaining": 0,
+            "backup_codes_remaining": row.backup_codes_remaining,
         },
     }))
 }

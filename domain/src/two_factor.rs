@@ -1,0 +1,290 @@
+//! Two-factor authentication on the user stream: enrollment and confirmation, backup codes,
+//! and the sign-in challenge. Keeping it on the user's own stream means optimistic
+//! concurrency makes every one-time proof one-time: two requests racing with the same TOTP
+//! code or backup code cannot both commit, and the loser re-decides against the winner's
+//! event and is refused.
+//!
+//! Proofs arrive already checked by the shell (which opens sealed secrets and hashes): a
+//! TOTP code as the time step it matched, a backup code as the index it matched. The
+//! domain decides whether that step or index may still be used.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::sealed::{Digest, Sealed};
+
+/// An unconfirmed enrollment lives this long.
+pub const ENROLLMENT_TTL_SECS: i64 = 10 * 60;
+/// A sign-in challenge lives this long.
+pub const CHALLENGE_TTL_SECS: i64 = 10 * 60;
+/// Wrong codes one challenge (or enrollment) tolerates.
+pub const MAX_FAILURES_PER_CHALLENGE: u32 = 5;
+/// Consecutive wrong second factors, across challenges, that block second-factor sign-in
+/// until an administrator resets it (NIST SP 800-63B-4 §3.2.2).
+pub const CONSECUTIVE_FAILURE_LIMIT: u32 = 100;
+/// `backup_codes_low` fires when this many or fewer remain.
+pub const BACKUP_CODES_LOW: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Totp,
+    Sms,
+    Call,
+}
+
+/// The kind of second factor a proof used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Factor {
+    Totp,
+    BackupCode,
+}
+
+/// A second factor as checked by the shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// A TOTP code; `Some(step)` when it matched that time step of the enrolled secret.
+    Totp(Option<i64>),
+    /// A backup code; `Some(index)` when it matched that code of the current set.
+    BackupCode(Option<u32>),
+}
+
+impl Proof {
+    pub fn factor(&self) -> Factor {
+        match self {
+            Proof::Totp(_) => Factor::Totp,
+            Proof::BackupCode(_) => Factor::BackupCode,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub id: Uuid,
+    pub method: Method,
+    pub totp_secret: Option<Sealed>,
+    pub expires_at: DateTime<Utc>,
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub expires_at: DateTime<Utc>,
+    pub failures: u32,
+}
+
+/// The user's second-factor state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactor {
+    pub enabled: bool,
+    pub method: Option<Method>,
+    pub totp_secret: Option<Sealed>,
+    /// The current backup-code set (sealed JSON array of argon2id PHC strings).
+    pub backup_codes: Option<Sealed>,
+    pub backup_code_count: u32,
+    pub backup_codes_used: BTreeSet<u32>,
+    /// The newest TOTP step ever accepted; it and older steps are never accepted again.
+    pub last_totp_step: Option<i64>,
+    pub enrollment: Option<Enrollment>,
+    /// Open challenges (expired and passed ones are pruned as new ones start).
+    pub challenges: BTreeMap<Uuid, Challenge>,
+    pub consecutive_failures: u32,
+}
+
+impl TwoFactor {
+    pub fn backup_codes_remaining(&self) -> u32 {
+        self.backup_code_count
+            .saturating_sub(self.backup_codes_used.len() as u32)
+    }
+
+    pub fn locked(&self) -> bool {
+        self.consecutive_failures >= CONSECUTIVE_FAILURE_LIMIT
+    }
+
+    /// Whether a proof is still usable: a TOTP step newer than any accepted, or an unused
+    /// backup code of the current set.
+    pub fn accepts(&self, proof: Proof) -> bool {
+        match proof {
+            Proof::Totp(Some(step)) => self.last_totp_step.is_none_or(|last| step > last),
+            Proof::BackupCode(Some(index)) => {
+                index < self.backup_code_count && !self.backup_codes_used.contains(&index)
+            }
+            Proof::Totp(None) | Proof::BackupCode(None) => false,
+        }
+    }
+}
+
+/// 2FA events, part of the user stream's event enum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentStarted {
+    pub enrollment_id: Uuid,
+    pub method: Method,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_secret: Option<Sealed>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enabled {
+    pub enrollment_id: Uuid,
+    pub method: Method,
+    /// The TOTP step the confirming code used (never accepted again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_step: Option<i64>,
+    pub backup_codes: Sealed,
+    pub backup_code_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChallengePassed {
+    pub challenge_id: Uuid,
+    pub factor: Factor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_step: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TwoFactorError {
+    #[error("two-factor authentication is already enabled")]
+    AlreadyEnabled,
+    #[error("two-factor authentication is not enabled")]
+    NotEnabled,
+    #[error("no such enrollment")]
+    EnrollmentNotFound,
+    #[error("the enrollment expired; start a new one")]
+    EnrollmentExpired,
+    #[error("no such challenge")]
+    ChallengeNotFound,
+    #[error("the challenge expired; sign in again")]
+    ChallengeExpired,
+    #[error("too many wrong codes for this challenge; sign in again")]
+    ChallengeLocked,
+    #[error("second-factor sign-in is blocked after too many failures; ask an administrator to reset it")]
+    SecondFactorBlocked,
+    #[error("the code is not valid")]
+    InvalidCode,
+}
+
+pub(crate) fn apply_enrollment_started(tf: &mut TwoFactor, e: &EnrollmentStarted) {
+    tf.enrollment = Some(Enrollment {
+        id: e.enrollment_id,
+        method: e.method,
+        totp_secret: e.totp_secret.clone(),
+        expires_at: e.expires_at,
+        failures: 0,
+    });
+}
+
+pub(crate) fn apply_enrollment_failed(tf: &mut TwoFactor) {
+    if let Some(enrollment) = tf.enrollment.as_mut() {
+        enrollment.failures += 1;
+    }
+}
+
+pub(crate) fn apply_enabled(tf: &mut TwoFactor, e: &Enabled) {
+    let secret = tf.enrollment.take().and_then(|en| en.totp_secret);
+    tf.enabled = true;
+    tf.method = Some(e.method);
+    tf.totp_secret = secret;
+    note_step(tf, e.totp_step);
+    replace_backup_codes(tf, &e.backup_codes, e.backup_code_count);
+}
+
+pub(crate) fn replace_backup_codes(tf: &mut TwoFactor, codes: &Sealed, count: u32) {
+    tf.backup_codes = Some(codes.clone());
+    tf.backup_code_count = count;
+    tf.backup_codes_used.clear();
+}
+
+pub(crate) fn note_step(tf: &mut TwoFactor, step: Option<i64>) {
+    if let Some(step) = step {
+        tf.last_totp_step = Some(tf.last_totp_step.map_or(step, |last| last.max(step)));
+    }
+}
+
+pub(crate) fn apply_challenge_started(
+    tf: &mut TwoFactor,
+    id: Uuid,
+    expires_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+) {
+    tf.challenges.retain(|_, c| c.expires_at > at);
+    tf.challenges.insert(
+        id,
+        Challenge {
+            expires_at,
+            failures: 0,
+        },
+    );
+}
+
+pub(crate) fn apply_challenge_failed(tf: &mut TwoFactor, id: Uuid) {
+    if let Some(c) = tf.challenges.get_mut(&id) {
+        c.failures += 1;
+    }
+    tf.consecutive_failures += 1;
+}
+
+pub(crate) fn apply_challenge_passed(tf: &mut TwoFactor, e: &ChallengePassed) {
+    tf.challenges.remove(&e.challenge_id);
+    tf.consecutive_failures = 0;
+    note_step(tf, e.totp_step);
+}
+
+/// An open challenge that may still take a code.
+pub fn usable_challenge(
+    tf: &TwoFactor,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<&Challenge, TwoFactorError> {
+    let challenge = tf
+        .challenges
+        .get(&id)
+        .ok_or(TwoFactorError::ChallengeNotFound)?;
+    if challenge.expires_at <= now {
+        return Err(TwoFactorError::ChallengeExpired);
+    }
+    if tf.locked() {
+        return Err(TwoFactorError::SecondFactorBlocked);
+    }
+    if challenge.failures >= MAX_FAILURES_PER_CHALLENGE {
+        return Err(TwoFactorError::ChallengeLocked);
+    }
+    Ok(challenge)
+}
+
+/// An open enrollment that may still take a code.
+pub fn usable_enrollment(
+    tf: &TwoFactor,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<&Enrollment, TwoFactorError> {
+    let enrollment = tf
+        .enrollment
+        .as_ref()
+        .filter(|e| e.id == id)
+        .ok_or(TwoFactorError::EnrollmentNotFound)?;
+    if enrollment.expires_at <= now || enrollment.failures >= MAX_FAILURES_PER_CHALLENGE {
+        return Err(TwoFactorError::EnrollmentExpired);
+    }
+    Ok(enrollment)
+}
+
+pub fn challenge_expiry(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + Duration::seconds(CHALLENGE_TTL_SECS)
+}
+
+pub fn enrollment_expiry(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + Duration::seconds(ENROLLMENT_TTL_SECS)
+}
+
+/// Digest type re-exported for session starts after a passed challenge.
+pub type TokenDigest = Digest;
+
+#[cfg(test)]
+#[path = "two_factor_tests.rs"]
+mod tests;
