@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use warden_commands::accounts::{Accounts, SessionPolicy};
+use warden_commands::two_factor::TwoFactorCommands;
 use warden_commands::{Clock, EventStore, Pipeline, Secrets};
 use warden_infra::db::{Backend, Database};
 use warden_projections::organizations::OrganizationsProjector;
@@ -36,6 +37,7 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub pipeline: Pipeline,
     pub accounts: Accounts,
+    pub two_factor: TwoFactorCommands,
     pub projections: Projections,
     pub relay_wake: Arc<Notify>,
     /// How far the relay has durably published.
@@ -124,14 +126,12 @@ impl Application {
         settings.validate()?;
         let core = Core::open(&settings.storage).await?;
         let pipeline = Pipeline::new(core.store.clone(), clock.clone());
-        let accounts = Accounts::new(
-            pipeline.clone(),
-            core.secrets.clone(),
-            SessionPolicy {
-                lifetime: ChronoDuration::seconds(settings.session_lifetime_secs),
-                idle_timeout: ChronoDuration::seconds(settings.session_idle_secs),
-            },
-        );
+        let policy = SessionPolicy {
+            lifetime: ChronoDuration::seconds(settings.session_lifetime_secs),
+            idle_timeout: ChronoDuration::seconds(settings.session_idle_secs),
+        };
+        let accounts = Accounts::new(pipeline.clone(), core.secrets.clone(), policy);
+        let two_factor = TwoFactorCommands::new(pipeline.clone(), core.secrets.clone(), policy);
         let metrics = api::metrics::install()
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -140,6 +140,11 @@ impl Application {
         workers.push(tokio::spawn(
             core.projections.clone().run(shutdown_rx.clone()),
         ));
+        workers.push(tokio::spawn(purge_idempotency(
+            core.store.clone(),
+            clock.clone(),
+            shutdown_rx.clone(),
+        )));
         let relay =
             crate::bus::spawn_relay(&settings, &core, relay_wake.clone(), shutdown_rx.clone());
         workers.push(relay.task);
@@ -155,6 +160,7 @@ impl Application {
             clock,
             pipeline,
             accounts,
+            two_factor,
             projections: core.projections,
             relay_wake,
             relayed: relay.position,

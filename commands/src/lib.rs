@@ -10,9 +10,11 @@
 
 pub mod accounts;
 pub mod error;
+pub mod otp;
 pub mod pipeline;
 pub mod ports;
 pub mod store;
+pub mod two_factor;
 
 pub use error::CommandError;
 pub use pipeline::{Executed, Meta, Pipeline, Plan};

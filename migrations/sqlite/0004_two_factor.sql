@@ -2,3 +2,10 @@
 ALTER TABLE users ADD COLUMN two_factor_enabled BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN two_factor_method TEXT;
 ALTER TABLE users ADD COLUMN backup_codes_remaining BIGINT NOT NULL DEFAULT 0;
+
+-- Which user a sign-in challenge belongs to (the challenge itself lives on the user stream).
+CREATE TABLE two_factor_challenges (
+    challenge_id TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL,
+    expires_at   TEXT NOT NULL
+);

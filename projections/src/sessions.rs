@@ -31,7 +31,7 @@ impl Projector for SessionsProjector {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["sessions"]
+        &["sessions", "two_factor_challenges"]
     }
 
     async fn apply(
@@ -64,6 +64,19 @@ impl Projector for SessionsProjector {
                 .bind(&at)
                 .bind(format_time(expires_at))
                 .bind(idle_timeout_secs)
+                .execute(&mut *conn)
+                .await?;
+            }
+            UserEvent::TwoFactorChallengeStarted {
+                challenge_id,
+                expires_at,
+            } => {
+                sqlx::query(
+                    "INSERT INTO two_factor_challenges (challenge_id, user_id, expires_at) VALUES ($1, $2, $3)",
+                )
+                .bind(challenge_id.to_string())
+                .bind(user_id)
+                .bind(format_time(expires_at))
                 .execute(&mut *conn)
                 .await?;
             }
@@ -129,4 +142,15 @@ pub async fn all(pool: &AnyPool) -> Result<Vec<SessionRow>, sqlx::Error> {
     )
     .fetch_all(pool)
     .await
+}
+
+/// The user a sign-in challenge belongs to.
+pub async fn challenge_owner(
+    pool: &AnyPool,
+    challenge_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT user_id FROM two_factor_challenges WHERE challenge_id = $1")
+        .bind(challenge_id)
+        .fetch_optional(pool)
+        .await
 }

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod ops;
 pub mod organization;
 pub mod sessions;
+pub mod two_factor;
 pub mod users;
 pub mod views;
 
@@ -35,12 +36,15 @@ use crate::app::AppState;
         users::get_me, users::patch_me, users::change_email, users::change_password,
         organization::get_org, organization::patch_org, organization::set_passphrase,
         organization::verify_passphrase, organization::set_pin, organization::verify_pin,
+        two_factor::status, two_factor::enroll, two_factor::confirm, two_factor::regenerate,
+        two_factor::verify_challenge,
     ),
     components(schemas(
         accounts::SignUpRequest, sessions::SignInRequest, users::PatchMeRequest,
         users::ChangeEmailRequest, users::ChangePasswordRequest,
         organization::PatchOrganizationRequest, organization::SetPassphraseRequest,
         organization::SetPinRequest, organization::VerifyPassphraseRequest, organization::VerifyPinRequest,
+        two_factor::EnrollRequest, two_factor::CodeRequest,
     )),
     modifiers(&BearerAuth),
 )]
@@ -78,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(users::router())
         .merge(organization::router())
+        .merge(two_factor::router())
         .merge(ops::router())
         .merge(docs::router())
         .merge(metrics::router(state.metrics.clone()))

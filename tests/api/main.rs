@@ -11,3 +11,4 @@ mod operations;
 mod organization;
 mod secrets_never_leak;
 mod sessions;
+mod two_factor;
