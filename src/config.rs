@@ -68,6 +68,24 @@ pub struct Settings {
     /// Where the `http` sender POSTs messages.
     #[arg(long, env = "WARDEN_SENDER_URL")]
     pub sender_url: Option<String>,
+    /// `live` sender: SMTP server for email, `smtp://user:pass@host:587` or `smtps://…`.
+    #[arg(long, env = "WARDEN_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// `live` sender: the From address of emails.
+    #[arg(long, env = "WARDEN_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// `live` sender: Telnyx API key for SMS and calls.
+    #[arg(long, env = "WARDEN_TELNYX_API_KEY", hide_env_values = true)]
+    pub telnyx_api_key: Option<String>,
+    /// `live` sender: Telnyx API base URL.
+    #[arg(long, env = "WARDEN_TELNYX_BASE_URL")]
+    pub telnyx_base_url: Option<String>,
+    /// `live` sender: the number SMS and calls come from.
+    #[arg(long, env = "WARDEN_TELNYX_FROM")]
+    pub telnyx_from: Option<String>,
+    /// `live` sender: the Telnyx Call Control connection for voice codes.
+    #[arg(long, env = "WARDEN_TELNYX_CONNECTION_ID")]
+    pub telnyx_connection_id: Option<String>,
     /// Hard session lifetime in seconds.
     #[arg(long, env = "WARDEN_SESSION_LIFETIME_SECS", default_value_t = 24 * 3600)]
     pub session_lifetime_secs: i64,
@@ -128,9 +146,43 @@ impl Settings {
             env: Environment::Development,
             sender: SenderKind::Console,
             sender_url: None,
+            smtp_url: None,
+            mail_from: None,
+            telnyx_api_key: None,
+            telnyx_base_url: None,
+            telnyx_from: None,
+            telnyx_connection_id: None,
             session_lifetime_secs: 24 * 3600,
             session_idle_secs: 3600,
             log_format: LogFormat::Text,
         }
+    }
+}
+
+impl Settings {
+    /// The sender configured by these settings.
+    pub fn sender(
+        &self,
+    ) -> Result<
+        std::sync::Arc<dyn warden_commands::sender::Sender>,
+        warden_infra::sender::SenderConfigError,
+    > {
+        use warden_infra::sender::{from_settings, SenderEnv, SenderKind as Kind};
+        let env = SenderEnv {
+            production: self.env == Environment::Production,
+            sender_url: self.sender_url.clone(),
+            smtp_url: self.smtp_url.clone(),
+            mail_from: self.mail_from.clone(),
+            telnyx_api_key: self.telnyx_api_key.clone(),
+            telnyx_base_url: self.telnyx_base_url.clone(),
+            telnyx_from: self.telnyx_from.clone(),
+            telnyx_connection_id: self.telnyx_connection_id.clone(),
+        };
+        let kind = match self.sender {
+            SenderKind::Console => Kind::Console,
+            SenderKind::Http => Kind::Http,
+            SenderKind::Live => Kind::Live,
+        };
+        from_settings(kind, &env)
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod otp;
 pub mod pipeline;
 pub mod ports;
+pub mod sender;
 pub mod store;
 pub mod two_factor;
 

@@ -10,5 +10,6 @@
 pub mod bus;
 pub mod db;
 pub mod relay;
+pub mod sender;
 pub mod store;
 pub mod vault;
