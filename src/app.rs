@@ -131,7 +131,11 @@ impl Application {
             idle_timeout: ChronoDuration::seconds(settings.session_idle_secs),
         };
         let accounts = Accounts::new(pipeline.clone(), core.secrets.clone(), policy);
-        let two_factor = TwoFactorCommands::new(pipeline.clone(), core.secrets.clone(), policy);
+        let sender = settings
+            .sender()
+            .context("configuring the message sender")?;
+        let two_factor =
+            TwoFactorCommands::new(pipeline.clone(), core.secrets.clone(), sender, policy);
         let metrics = api::metrics::install()
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API, the projectors and the event relay.
-    Serve(Settings),
+    Serve(Box<Settings>),
     /// Apply database migrations and exit.
     Migrate(StorageSettings),
     /// Read-model maintenance.
@@ -77,7 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(settings) => {
             crate::telemetry::init(settings.log_format);
-            let app = Application::build(settings, Arc::new(SystemClock)).await?;
+            let app = Application::build(*settings, Arc::new(SystemClock)).await?;
             app.run_until(shutdown_signal()).await?;
             Ok(0)
         }

@@ -1,29 +1,38 @@
-//! Two-factor authentication commands: TOTP enrollment and confirmation (EnableTwoFactor),
-//! backup-code regeneration, and answering a sign-in challenge with a TOTP code or a backup
-//! code (ConsumeBackupCode). The shell opens sealed secrets and checks codes; the domain
-//! decides whether a matched step or code may still be used, so one-time holds under races.
+//! Two-factor authentication commands: enrollment by authenticator app, SMS or voice call
+//! and its confirmation (EnableTwoFactor), method changes, backup-code regeneration, codes
+//! sent for challenges and step-ups, and answering a sign-in challenge with a code or a
+//! backup code (ConsumeBackupCode). The shell opens sealed secrets, checks codes and sends
+//! messages; the domain decides whether a proof may still be used, so one-time holds under
+//! races. A code is sent only after the decision to send it was checked, so a refused send
+//! records nothing.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use warden_domain::two_factor::{self as tf, Proof, TwoFactorError};
+use warden_domain::two_factor::{self as tf, CodePurpose, Method, Proof, TwoFactorError};
 use warden_domain::user::{
     self, NewSession as SessionSpec, User, UserCommand, UserError, UserEvent,
 };
-use warden_domain::{Aggregate, Sealed};
+use warden_domain::values::PhoneNumber;
+use warden_domain::{Aggregate, Digest, Sealed};
 
 use crate::accounts::{NewSession, SessionPolicy};
 use crate::error::CommandError;
 use crate::otp::{self, TotpSecret};
 use crate::pipeline::{Meta, Pipeline};
 use crate::ports::{Secrets, SecretsError};
+use crate::sender::{Channel, OutboundMessage, SendError, Sender};
+
+/// Digits in an SMS or voice code.
+pub const CODE_DIGITS: usize = 6;
 
 pub type Result<T> = std::result::Result<T, CommandError<UserError>>;
 
 /// A second factor as typed by the user.
 #[derive(Clone)]
 pub enum Presented {
+    /// A code: from the authenticator app, or sent by SMS or call (whichever is enrolled).
     Code(String),
     BackupCode(String),
 }
@@ -37,14 +46,28 @@ impl std::fmt::Debug for Presented {
     }
 }
 
-/// What a new TOTP enrollment shows the user once.
-pub struct TotpEnrollment {
+/// What a new enrollment shows the user once: for TOTP the secret and QR codes; for SMS
+/// and calls nothing secret (the code went to the phone).
+pub struct NewEnrollment {
     pub enrollment_id: Uuid,
+    pub method: Method,
     pub expires_at: DateTime<Utc>,
+    pub totp: Option<TotpDetails>,
+    pub position: Option<i64>,
+}
+
+pub struct TotpDetails {
     pub secret_base32: String,
     pub otpauth_uri: String,
     pub qr_png: Vec<u8>,
     pub qr_svg: String,
+}
+
+/// A confirmed enrollment: the method now in force, and the backup codes on first
+/// enablement (a method change keeps the old set).
+pub struct Confirmed {
+    pub method: Method,
+    pub backup_codes: Option<Vec<String>>,
     pub position: Option<i64>,
 }
 
@@ -57,6 +80,7 @@ pub struct BackupCodes {
 pub struct TwoFactorCommands {
     pipeline: Pipeline,
     secrets: Arc<dyn Secrets>,
+    sender: Arc<dyn Sender>,
     policy: SessionPolicy,
 }
 
@@ -64,15 +88,21 @@ fn domain(e: TwoFactorError) -> CommandError<UserError> {
     CommandError::Domain(UserError::TwoFactor(e))
 }
 
-fn secrets_err(e: SecretsError) -> CommandError<UserError> {
-    CommandError::Secrets(e)
+fn internal(e: impl std::fmt::Display) -> CommandError<UserError> {
+    CommandError::Secrets(SecretsError::Hashing(e.to_string()))
 }
 
 impl TwoFactorCommands {
-    pub fn new(pipeline: Pipeline, secrets: Arc<dyn Secrets>, policy: SessionPolicy) -> Self {
+    pub fn new(
+        pipeline: Pipeline,
+        secrets: Arc<dyn Secrets>,
+        sender: Arc<dyn Sender>,
+        policy: SessionPolicy,
+    ) -> Self {
         Self {
             pipeline,
             secrets,
+            sender,
             policy,
         }
     }
@@ -109,50 +139,231 @@ impl TwoFactorCommands {
         }
     }
 
+    fn code_digest(&self, code: &str) -> Digest {
+        self.secrets.keyed_digest("two_factor_code", code.trim())
+    }
+
+    async fn run(
+        &self,
+        user_id: Uuid,
+        cmd: &UserCommand,
+        meta: &Meta,
+    ) -> Result<crate::Executed<User>> {
+        self.pipeline
+            .execute::<User, UserError, _>(&User::stream_id(user_id), meta, |state, ctx| {
+                user::decide(state, cmd.clone(), ctx)
+            })
+            .await
+    }
+
+    /// Checks that `cmd` would be accepted now, sends `code` to `to`, then commits `cmd`
+    /// (decided afresh). A refused command sends nothing; a failed send commits nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_then_commit(
+        &self,
+        user_id: Uuid,
+        cmd: UserCommand,
+        channel: Method,
+        to: &str,
+        code: String,
+        purpose: &str,
+        meta: &Meta,
+    ) -> Result<crate::Executed<User>> {
+        let state = self.load(user_id).await?;
+        user::decide(&state, cmd.clone(), &self.pipeline.ctx()).map_err(CommandError::Domain)?;
+        let (channel, text) = match channel {
+            Method::Call => {
+                let spoken = spaced(&code);
+                (
+                    Channel::Call,
+                    format!("Your Warden code is {spoken}. Again: {spoken}."),
+                )
+            }
+            _ => (
+                Channel::Sms,
+                format!("Your Warden code is {code}. It expires in 5 minutes. Never share it."),
+            ),
+        };
+        self.sender
+            .send(&OutboundMessage::new(
+                channel,
+                to,
+                text,
+                Some(code),
+                purpose,
+            ))
+            .await
+            .map_err(|e| {
+                let why = match e {
+                    SendError::Unavailable(m) | SendError::Rejected(m) => m,
+                };
+                CommandError::Secrets(SecretsError::Unavailable(format!("sending failed: {why}")))
+            })?;
+        self.run(user_id, &cmd, meta).await
+    }
+
     /// Starts TOTP enrollment: a fresh 160-bit secret, sealed in the event, shown once.
-    pub async fn start_totp(&self, user_id: Uuid, meta: &Meta) -> Result<TotpEnrollment> {
+    /// With 2FA on, `current` must prove the current factor.
+    pub async fn start_totp(
+        &self,
+        user_id: Uuid,
+        current: Option<&Presented>,
+        meta: &Meta,
+    ) -> Result<NewEnrollment> {
         let user = self.load(user_id).await?;
-        if user.two_factor.enabled {
-            return Err(domain(TwoFactorError::AlreadyEnabled));
-        }
+        let proof = match current {
+            Some(p) => Some(self.prove(&user, p).await?),
+            None => None,
+        };
         let account = self
             .open_text(user.email.as_ref())
             .await?
             .unwrap_or_default();
         let secret = otp::new_totp_secret();
-        let stream_id = User::stream_id(user_id);
-        let sealed = self.secrets.seal(&stream_id, secret.as_bytes()).await?;
-        let enrollment_id = Uuid::now_v7();
-        let executed = self
-            .pipeline
-            .execute::<User, UserError, _>(&stream_id, meta, |state, ctx| {
-                user::decide(
-                    state,
-                    UserCommand::StartTotpEnrollment {
-                        enrollment_id,
-                        totp_secret: sealed.clone(),
-                    },
-                    ctx,
-                )
-            })
+        let sealed = self
+            .secrets
+            .seal(&User::stream_id(user_id), secret.as_bytes())
             .await?;
-        let uri = otp::otpauth_uri(&secret, &account);
-        let render = |e: otp::OtpError| secrets_err(SecretsError::Hashing(e.to_string()));
-        Ok(TotpEnrollment {
+        let enrollment_id = Uuid::now_v7();
+        let cmd = UserCommand::StartTotpEnrollment {
             enrollment_id,
-            expires_at: executed
-                .state
-                .two_factor
-                .enrollment
-                .as_ref()
-                .map(|e| e.expires_at)
-                .unwrap_or_else(|| tf::enrollment_expiry(self.pipeline.now())),
-            secret_base32: secret.base32(),
-            qr_png: otp::qr_png(&uri).map_err(render)?,
-            qr_svg: otp::qr_svg(&uri).map_err(render)?,
-            otpauth_uri: uri,
+            totp_secret: sealed,
+            proof,
+        };
+        let executed = self.run(user_id, &cmd, meta).await?;
+        let uri = otp::otpauth_uri(&secret, &account);
+        Ok(NewEnrollment {
+            enrollment_id,
+            method: Method::Totp,
+            expires_at: self.enrollment_expiry(&executed.state),
+            totp: Some(TotpDetails {
+                secret_base32: secret.base32(),
+                qr_png: otp::qr_png(&uri).map_err(internal)?,
+                qr_svg: otp::qr_svg(&uri).map_err(internal)?,
+                otpauth_uri: uri,
+            }),
             position: executed.position,
         })
+    }
+
+    /// Starts SMS or voice enrollment: a code goes to the new number.
+    pub async fn start_phone(
+        &self,
+        user_id: Uuid,
+        method: Method,
+        phone: &PhoneNumber,
+        current: Option<&Presented>,
+        meta: &Meta,
+    ) -> Result<NewEnrollment> {
+        let user = self.load(user_id).await?;
+        let proof = match current {
+            Some(p) => Some(self.prove(&user, p).await?),
+            None => None,
+        };
+        let sealed = self
+            .secrets
+            .seal(&User::stream_id(user_id), phone.as_str().as_bytes())
+            .await?;
+        let code = otp::new_numeric_code(CODE_DIGITS);
+        let enrollment_id = Uuid::now_v7();
+        let cmd = UserCommand::StartPhoneEnrollment {
+            enrollment_id,
+            method,
+            phone_number: sealed,
+            code_digest: self.code_digest(&code),
+            proof,
+        };
+        let executed = self
+            .send_then_commit(
+                user_id,
+                cmd,
+                method,
+                phone.as_str(),
+                code,
+                "two_factor_enrollment",
+                meta,
+            )
+            .await?;
+        Ok(NewEnrollment {
+            enrollment_id,
+            method,
+            expires_at: self.enrollment_expiry(&executed.state),
+            totp: None,
+            position: executed.position,
+        })
+    }
+
+    fn enrollment_expiry(&self, state: &User) -> DateTime<Utc> {
+        state
+            .two_factor
+            .enrollment
+            .as_ref()
+            .map(|e| e.expires_at)
+            .unwrap_or_else(|| tf::enrollment_expiry(self.pipeline.now()))
+    }
+
+    /// Sends a code for a sign-in challenge to the enrolled number.
+    pub async fn send_challenge_code(
+        &self,
+        user_id: Uuid,
+        challenge_id: Uuid,
+        channel: Method,
+        meta: &Meta,
+    ) -> Result<Option<i64>> {
+        self.send_code(
+            user_id,
+            CodePurpose::SignIn,
+            challenge_id,
+            channel,
+            "two_factor_sign_in",
+            meta,
+        )
+        .await
+    }
+
+    /// Sends a step-up code (to prove the current factor before a change).
+    pub async fn send_step_up_code(
+        &self,
+        user_id: Uuid,
+        channel: Method,
+        meta: &Meta,
+    ) -> Result<Option<i64>> {
+        self.send_code(
+            user_id,
+            CodePurpose::StepUp,
+            Uuid::now_v7(),
+            channel,
+            "two_factor_step_up",
+            meta,
+        )
+        .await
+    }
+
+    async fn send_code(
+        &self,
+        user_id: Uuid,
+        purpose: CodePurpose,
+        target_id: Uuid,
+        channel: Method,
+        label: &str,
+        meta: &Meta,
+    ) -> Result<Option<i64>> {
+        let user = self.load(user_id).await?;
+        let phone = self
+            .open_text(user.two_factor.phone_number.as_ref())
+            .await?
+            .ok_or_else(|| domain(TwoFactorError::NoPhoneEnrolled))?;
+        let code = otp::new_numeric_code(CODE_DIGITS);
+        let cmd = UserCommand::SendTwoFactorCode {
+            purpose,
+            target_id,
+            channel,
+            code_digest: self.code_digest(&code),
+        };
+        let executed = self
+            .send_then_commit(user_id, cmd, channel, &phone, code, label, meta)
+            .await?;
+        Ok(executed.position)
     }
 
     /// Fresh backup codes: shown once, stored as argon2id hashes (sealed), one salt each.
@@ -163,67 +374,75 @@ impl TwoFactorCommands {
             let canonical = otp::normalize_backup_code(code).unwrap_or_default();
             hashes.push(self.secrets.hash_secret(&canonical).await?);
         }
-        let json = serde_json::to_vec(&hashes)
-            .map_err(|e| secrets_err(SecretsError::Hashing(e.to_string())))?;
+        let json = serde_json::to_vec(&hashes).map_err(internal)?;
         let sealed = self.secrets.seal(subject, &json).await?;
         Ok((codes, sealed, hashes.len() as u32))
     }
 
-    /// Confirms an enrollment with a current code: 2FA turns on and the first backup codes
-    /// are returned. A wrong code is recorded (five end the enrollment) and refused.
+    /// Confirms an enrollment with a code from the new factor: 2FA turns on and the first
+    /// backup codes are returned; or, with 2FA already on, the method changes and the
+    /// backup codes stay (none returned). A wrong code is recorded (five end the enrollment).
     pub async fn confirm(
         &self,
         user_id: Uuid,
         enrollment_id: Uuid,
         code: &str,
         meta: &Meta,
-    ) -> Result<BackupCodes> {
+    ) -> Result<Confirmed> {
         let user = self.load(user_id).await?;
         let now = self.pipeline.now();
         let enrollment =
             tf::usable_enrollment(&user.two_factor, enrollment_id, now).map_err(domain)?;
-        let step = match self.totp_secret(enrollment.totp_secret.as_ref()).await? {
-            Some(secret) => otp::totp_match(&secret, code, now),
-            None => None,
+        let proof = match enrollment.method {
+            Method::Totp => Proof::Totp(
+                match self.totp_secret(enrollment.totp_secret.as_ref()).await? {
+                    Some(secret) => otp::totp_match(&secret, code, now),
+                    None => None,
+                },
+            ),
+            Method::Sms | Method::Call => Proof::Code(self.code_digest(code)),
         };
         let stream_id = User::stream_id(user_id);
         let (codes, sealed, count) = self.new_backup_codes(&stream_id).await?;
-        let executed = self
-            .pipeline
-            .execute::<User, UserError, _>(&stream_id, meta, |state, ctx| {
-                user::decide(
-                    state,
-                    UserCommand::EnableTwoFactor {
-                        enrollment_id,
-                        totp_step: step,
-                        backup_codes: sealed.clone(),
-                        backup_code_count: count,
-                    },
-                    ctx,
-                )
-            })
-            .await?;
-        if !executed.state.two_factor.enabled {
+        let cmd = UserCommand::EnableTwoFactor {
+            enrollment_id,
+            proof,
+            backup_codes: sealed,
+            backup_code_count: count,
+        };
+        let executed = self.run(user_id, &cmd, meta).await?;
+        let enabled = executed
+            .events
+            .iter()
+            .any(|e| e.event_type == "user.two_factor_enabled");
+        let changed = executed
+            .events
+            .iter()
+            .any(|e| e.event_type == "user.two_factor_method_changed");
+        if !enabled && !changed {
             return Err(domain(TwoFactorError::InvalidCode));
         }
-        Ok(BackupCodes {
-            codes,
+        Ok(Confirmed {
+            method: executed.state.two_factor.method.unwrap_or(Method::Totp),
+            backup_codes: enabled.then_some(codes),
             position: executed.position,
         })
     }
 
-    /// Checks a presented factor against the user's secrets: the matched TOTP step or
-    /// backup-code index, if any. Used codes are skipped (the domain refuses them anyway).
+    /// Checks a presented factor against the user's secrets: the matched TOTP step, the
+    /// backup-code index, or the digest of a sent code (compared by the domain with the
+    /// code sent for where it is used).
     async fn prove(&self, user: &User, presented: &Presented) -> Result<Proof> {
         let two_factor = &user.two_factor;
         match presented {
-            Presented::Code(code) => {
+            Presented::Code(code) if two_factor.method == Some(Method::Totp) => {
                 let step = match self.totp_secret(two_factor.totp_secret.as_ref()).await? {
                     Some(secret) => otp::totp_match(&secret, code, self.pipeline.now()),
                     None => None,
                 };
                 Ok(Proof::Totp(step))
             }
+            Presented::Code(code) => Ok(Proof::Code(self.code_digest(code))),
             Presented::BackupCode(code) => {
                 let Some(canonical) = otp::normalize_backup_code(code) else {
                     return Ok(Proof::BackupCode(None));
@@ -259,22 +478,13 @@ impl TwoFactorCommands {
             return Err(domain(TwoFactorError::NotEnabled));
         }
         let proof = self.prove(&user, presented).await?;
-        let stream_id = User::stream_id(user_id);
-        let (codes, sealed, count) = self.new_backup_codes(&stream_id).await?;
-        let executed = self
-            .pipeline
-            .execute::<User, UserError, _>(&stream_id, meta, |state, ctx| {
-                user::decide(
-                    state,
-                    UserCommand::RegenerateBackupCodes {
-                        proof,
-                        backup_codes: sealed.clone(),
-                        backup_code_count: count,
-                    },
-                    ctx,
-                )
-            })
-            .await?;
+        let (codes, sealed, count) = self.new_backup_codes(&User::stream_id(user_id)).await?;
+        let cmd = UserCommand::RegenerateBackupCodes {
+            proof,
+            backup_codes: sealed,
+            backup_code_count: count,
+        };
+        let executed = self.run(user_id, &cmd, meta).await?;
         Ok(BackupCodes {
             codes,
             position: executed.position,
@@ -295,48 +505,52 @@ impl TwoFactorCommands {
             .map_err(domain)?;
         let proof = self.prove(&user, presented).await?;
         let token = self.secrets.new_token("wdn_s_");
-        let spec = SessionSpec {
+        let session = SessionSpec {
             session_id: Uuid::now_v7(),
             token_digest: self.secrets.token_digest(&token),
             lifetime: self.policy.lifetime,
             idle_timeout: self.policy.idle_timeout,
         };
-        let executed = self
-            .pipeline
-            .execute::<User, UserError, _>(&User::stream_id(user_id), meta, |state, ctx| {
-                let cmd = match proof {
-                    Proof::Totp(totp_step) => UserCommand::VerifyTotp {
-                        challenge_id,
-                        totp_step,
-                        session: spec.clone(),
-                    },
-                    Proof::BackupCode(index) => UserCommand::ConsumeBackupCode {
-                        challenge_id,
-                        index,
-                        session: spec.clone(),
-                    },
-                };
-                user::decide(state, cmd, ctx)
-            })
-            .await?;
+        let cmd = match proof {
+            Proof::Totp(totp_step) => UserCommand::VerifyTotp {
+                challenge_id,
+                totp_step,
+                session: session.clone(),
+            },
+            Proof::BackupCode(index) => UserCommand::ConsumeBackupCode {
+                challenge_id,
+                index,
+                session: session.clone(),
+            },
+            Proof::Code(code_digest) => UserCommand::VerifySentCode {
+                challenge_id,
+                code_digest,
+                session: session.clone(),
+            },
+        };
+        let executed = self.run(user_id, &cmd, meta).await?;
         let started = executed.events.iter().any(|e| {
-            e.event_type == "user.session_started"
-                && matches!(e.decode::<UserEvent>(), Ok(UserEvent::SessionStarted { session_id, .. }) if session_id == spec.session_id)
+            matches!(e.decode::<UserEvent>(), Ok(UserEvent::SessionStarted { session_id, .. }) if session_id == session.session_id)
         });
         if !started {
             return Err(domain(TwoFactorError::InvalidCode));
         }
         Ok(NewSession {
             token,
-            session_id: spec.session_id,
+            session_id: session.session_id,
             user_id,
             expires_at: executed
                 .state
                 .sessions
-                .get(&spec.session_id)
+                .get(&session.session_id)
                 .copied()
                 .unwrap_or_else(|| self.pipeline.now() + self.policy.lifetime),
             position: executed.position,
         })
     }
+}
+
+/// Digits separated for a voice to read one by one.
+fn spaced(code: &str) -> String {
+    code.chars().map(String::from).collect::<Vec<_>>().join(" ")
 }

@@ -11,8 +11,8 @@ use crate::aggregate::{Aggregate, Ctx};
 use crate::event::DomainEvent;
 use crate::sealed::{Digest, Sealed};
 use crate::two_factor::{
-    self as tf, ChallengePassed, Enabled, EnrollmentStarted, Factor, Method, Proof, TwoFactor,
-    TwoFactorError,
+    self as tf, ChallengePassed, CodePurpose, CodeSent, Enabled, EnrollmentStarted, Factor, Method,
+    MethodChanged, Proof, TwoFactor, TwoFactorError,
 };
 
 /// Failed password sign-ins allowed per rolling window before 429.
@@ -82,6 +82,11 @@ pub enum UserEvent {
     TwoFactorEnrollmentFailed { enrollment_id: Uuid },
     #[serde(rename = "user.two_factor_enabled")]
     TwoFactorEnabled(Enabled),
+    /// An SMS or voice code was sent (only its keyed digest is kept).
+    #[serde(rename = "user.two_factor_code_sent")]
+    TwoFactorCodeSent(CodeSent),
+    #[serde(rename = "user.two_factor_method_changed")]
+    TwoFactorMethodChanged(MethodChanged),
     /// A new backup-code set replaced the old one, proven by a current second factor.
     #[serde(rename = "user.backup_codes_regenerated")]
     BackupCodesRegenerated {
@@ -122,6 +127,8 @@ impl DomainEvent for UserEvent {
             "user.two_factor_enrollment_started",
             "user.two_factor_enrollment_failed",
             "user.two_factor_enabled",
+            "user.two_factor_code_sent",
+            "user.two_factor_method_changed",
             "user.backup_codes_regenerated",
             "user.two_factor_challenge_started",
             "user.two_factor_challenge_failed",
@@ -201,13 +208,19 @@ impl Aggregate for User {
                 tf::apply_enrollment_failed(&mut self.two_factor)
             }
             UserEvent::TwoFactorEnabled(e) => tf::apply_enabled(&mut self.two_factor, e),
+            UserEvent::TwoFactorCodeSent(e) => {
+                tf::apply_code_sent(&mut self.two_factor, e, recorded_at)
+            }
+            UserEvent::TwoFactorMethodChanged(e) => {
+                tf::apply_method_changed(&mut self.two_factor, e)
+            }
             UserEvent::BackupCodesRegenerated {
+                factor,
                 totp_step,
                 backup_codes,
                 backup_code_count,
-                ..
             } => {
-                tf::note_step(&mut self.two_factor, *totp_step);
+                tf::spend(&mut self.two_factor, Some(*factor), *totp_step);
                 tf::replace_backup_codes(&mut self.two_factor, backup_codes, *backup_code_count);
             }
             UserEvent::TwoFactorChallengeStarted {
@@ -293,15 +306,26 @@ pub enum UserCommand {
         /// The session making the change survives; every other one ends.
         keep_session: Option<Uuid>,
     },
-    /// Begin TOTP enrollment with a fresh (sealed) secret.
+    /// Begin TOTP enrollment with a fresh (sealed) secret. With 2FA on, `proof` is the
+    /// current factor that authorizes the change.
     StartTotpEnrollment {
         enrollment_id: Uuid,
         totp_secret: Sealed,
+        proof: Option<Proof>,
     },
-    /// Confirm an enrollment with a current code: 2FA is on, with a first backup-code set.
+    /// Begin SMS or voice enrollment: the number (sealed) and the digest of the code sent.
+    StartPhoneEnrollment {
+        enrollment_id: Uuid,
+        method: Method,
+        phone_number: Sealed,
+        code_digest: Digest,
+        proof: Option<Proof>,
+    },
+    /// Confirm an enrollment with a code from the new factor: 2FA turns on with these
+    /// backup codes, or (already on) moves to the new method keeping the old codes.
     EnableTwoFactor {
         enrollment_id: Uuid,
-        totp_step: Option<i64>,
+        proof: Proof,
         backup_codes: Sealed,
         backup_code_count: u32,
     },
@@ -311,10 +335,23 @@ pub enum UserCommand {
         backup_codes: Sealed,
         backup_code_count: u32,
     },
+    /// Record a code sent by SMS or call for an enrollment, a challenge or a step-up.
+    SendTwoFactorCode {
+        purpose: CodePurpose,
+        target_id: Uuid,
+        channel: Method,
+        code_digest: Digest,
+    },
     /// Answer a sign-in challenge with a TOTP code.
     VerifyTotp {
         challenge_id: Uuid,
         totp_step: Option<i64>,
+        session: NewSession,
+    },
+    /// Answer a sign-in challenge with a code sent by SMS or call.
+    VerifySentCode {
+        challenge_id: Uuid,
+        code_digest: Digest,
         session: NewSession,
     },
     /// Answer a sign-in challenge with a backup code, using it up.
@@ -335,7 +372,7 @@ pub struct NewSession {
 }
 
 impl NewSession {
-    fn started(&self, now: DateTime<Utc>) -> UserEvent {
+    pub(crate) fn started(&self, now: DateTime<Utc>) -> UserEvent {
         UserEvent::SessionStarted {
             session_id: self.session_id,
             token_digest: self.token_digest.clone(),
@@ -475,116 +512,71 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
         UserCommand::StartTotpEnrollment {
             enrollment_id,
             totp_secret,
-        } => {
-            if user.two_factor.enabled {
-                return Err(TwoFactorError::AlreadyEnabled.into());
-            }
-            Ok(vec![UserEvent::TwoFactorEnrollmentStarted(
-                EnrollmentStarted {
-                    enrollment_id,
-                    method: Method::Totp,
-                    totp_secret: Some(totp_secret),
-                    expires_at: tf::enrollment_expiry(ctx.now),
-                },
-            )])
-        }
+            proof,
+        } => tf::start_enrollment(
+            user,
+            enrollment_id,
+            Method::Totp,
+            Some(totp_secret),
+            None,
+            proof.as_ref(),
+            ctx,
+        ),
+        UserCommand::StartPhoneEnrollment {
+            enrollment_id,
+            method,
+            phone_number,
+            code_digest,
+            proof,
+        } => tf::start_enrollment(
+            user,
+            enrollment_id,
+            method,
+            None,
+            Some((phone_number, code_digest)),
+            proof.as_ref(),
+            ctx,
+        ),
         UserCommand::EnableTwoFactor {
             enrollment_id,
-            totp_step,
+            proof,
             backup_codes,
             backup_code_count,
-        } => {
-            if user.two_factor.enabled {
-                return Err(TwoFactorError::AlreadyEnabled.into());
-            }
-            let enrollment = tf::usable_enrollment(&user.two_factor, enrollment_id, ctx.now)?;
-            if !user.two_factor.accepts(Proof::Totp(totp_step)) {
-                return Ok(vec![UserEvent::TwoFactorEnrollmentFailed { enrollment_id }]);
-            }
-            Ok(vec![UserEvent::TwoFactorEnabled(Enabled {
-                enrollment_id,
-                method: enrollment.method,
-                totp_step,
-                backup_codes,
-                backup_code_count,
-            })])
-        }
+        } => tf::confirm_enrollment(
+            user,
+            enrollment_id,
+            &proof,
+            backup_codes,
+            backup_code_count,
+            ctx,
+        ),
         UserCommand::RegenerateBackupCodes {
             proof,
             backup_codes,
             backup_code_count,
-        } => {
-            if !user.two_factor.enabled {
-                return Err(TwoFactorError::NotEnabled.into());
-            }
-            if !user.two_factor.accepts(proof) {
-                return Err(TwoFactorError::InvalidCode.into());
-            }
-            let mut events = Vec::new();
-            if let Proof::BackupCode(Some(index)) = proof {
-                events.push(UserEvent::BackupCodeConsumed {
-                    index,
-                    remaining: user.two_factor.backup_codes_remaining().saturating_sub(1),
-                });
-            }
-            events.push(UserEvent::BackupCodesRegenerated {
-                factor: proof.factor(),
-                totp_step: match proof {
-                    Proof::Totp(step) => step,
-                    Proof::BackupCode(_) => None,
-                },
-                backup_codes,
-                backup_code_count,
-            });
-            Ok(events)
-        }
+        } => tf::regenerate_backup_codes(user, &proof, backup_codes, backup_code_count, ctx),
+        UserCommand::SendTwoFactorCode {
+            purpose,
+            target_id,
+            channel,
+            code_digest,
+        } => tf::send_code(user, purpose, target_id, channel, code_digest, ctx),
         UserCommand::VerifyTotp {
             challenge_id,
             totp_step,
             session,
-        } => pass_challenge(user, challenge_id, Proof::Totp(totp_step), &session, ctx),
+        } => tf::answer_challenge(user, challenge_id, &Proof::Totp(totp_step), &session, ctx),
+        UserCommand::VerifySentCode {
+            challenge_id,
+            code_digest,
+            session,
+        } => tf::answer_challenge(user, challenge_id, &Proof::Code(code_digest), &session, ctx),
         UserCommand::ConsumeBackupCode {
             challenge_id,
             index,
             session,
-        } => pass_challenge(user, challenge_id, Proof::BackupCode(index), &session, ctx),
+        } => tf::answer_challenge(user, challenge_id, &Proof::BackupCode(index), &session, ctx),
     }
-}
-
-/// A challenge answered: a usable proof opens a session (using up a backup code); anything
-/// else is a recorded failure that counts toward the per-challenge and per-user limits.
-fn pass_challenge(
-    user: &User,
-    challenge_id: Uuid,
-    proof: Proof,
-    session: &NewSession,
-    ctx: &Ctx,
-) -> Result<Vec<UserEvent>, UserError> {
-    let two_factor = &user.two_factor;
-    tf::usable_challenge(two_factor, challenge_id, ctx.now)?;
-    if !two_factor.accepts(proof) {
-        return Ok(vec![UserEvent::TwoFactorChallengeFailed {
-            challenge_id,
-            factor: proof.factor(),
-        }]);
-    }
-    let mut events = vec![UserEvent::TwoFactorChallengePassed(ChallengePassed {
-        challenge_id,
-        factor: proof.factor(),
-        totp_step: match proof {
-            Proof::Totp(step) => step,
-            Proof::BackupCode(_) => None,
-        },
-    })];
-    if let Proof::BackupCode(Some(index)) = proof {
-        let remaining = two_factor.backup_codes_remaining().saturating_sub(1);
-        events.push(UserEvent::BackupCodeConsumed { index, remaining });
-        if remaining <= tf::BACKUP_CODES_LOW {
-            events.push(UserEvent::BackupCodesLow { remaining });
-        }
-    }
-    events.push(session.started(ctx.now));
-    Ok(events)
 }
 
 #[cfg(test)]

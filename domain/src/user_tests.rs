@@ -91,7 +91,10 @@ fn every_user_event_type_is_pinned() {
             enrollment_id: uid(20),
             method: crate::two_factor::Method::Totp,
             totp_secret: Some(sealed("totp")),
+            phone_number: None,
             expires_at: t(600),
+            verified_with: None,
+            totp_step: None,
         }),
         UserEvent::TwoFactorEnrollmentFailed {
             enrollment_id: uid(20),
@@ -102,6 +105,18 @@ fn every_user_event_type_is_pinned() {
             totp_step: Some(59_333_333),
             backup_codes: sealed("backup"),
             backup_code_count: 10,
+        }),
+        UserEvent::TwoFactorCodeSent(crate::two_factor::CodeSent {
+            purpose: crate::two_factor::CodePurpose::SignIn,
+            target_id: uid(30),
+            channel: crate::two_factor::Method::Sms,
+            code_digest: Digest("cd".repeat(32)),
+            expires_at: t(300),
+        }),
+        UserEvent::TwoFactorMethodChanged(crate::two_factor::MethodChanged {
+            enrollment_id: uid(21),
+            method: crate::two_factor::Method::Call,
+            totp_step: None,
         }),
         UserEvent::BackupCodesRegenerated {
             factor: crate::two_factor::Factor::Totp,

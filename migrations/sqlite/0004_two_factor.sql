@@ -9,3 +9,7 @@ CREATE TABLE two_factor_challenges (
     user_id      TEXT NOT NULL,
     expires_at   TEXT NOT NULL
 );
+
+-- The enrolled second-factor phone number, masked; and the one being enrolled.
+ALTER TABLE users ADD COLUMN two_factor_phone TEXT;
+ALTER TABLE users ADD COLUMN two_factor_pending_phone TEXT;

@@ -40,6 +40,8 @@ pub struct UserRow {
     pub two_factor_enabled: i64,
     pub two_factor_method: Option<String>,
     pub backup_codes_remaining: i64,
+    /// The enrolled phone number, masked.
+    pub two_factor_phone: Option<String>,
 }
 
 #[async_trait]
@@ -131,17 +133,37 @@ impl Projector for UsersProjector {
                     .execute(&mut *conn)
                     .await?;
             }
+            UserEvent::TwoFactorEnrollmentStarted(e) => {
+                let pending = match &e.phone_number {
+                    Some(sealed) => open_text(secrets, sealed).await?.map(|p| mask_phone(&p)),
+                    None => None,
+                };
+                sqlx::query("UPDATE users SET two_factor_pending_phone = $2 WHERE user_id = $1")
+                    .bind(&user_id)
+                    .bind(pending)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             UserEvent::TwoFactorEnabled(e) => {
-                let method = serde_json::to_value(e.method)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned));
                 sqlx::query(
                     "UPDATE users SET two_factor_enabled = 1, two_factor_method = $2, \
+                     two_factor_phone = two_factor_pending_phone, two_factor_pending_phone = NULL, \
                      backup_codes_remaining = $3, updated_at = $4 WHERE user_id = $1",
                 )
                 .bind(&user_id)
-                .bind(method)
+                .bind(method_name(e.method))
                 .bind(i64::from(e.backup_code_count))
+                .bind(&at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            UserEvent::TwoFactorMethodChanged(e) => {
+                sqlx::query(
+                    "UPDATE users SET two_factor_method = $2, two_factor_phone = two_factor_pending_phone, \
+                     two_factor_pending_phone = NULL, updated_at = $3 WHERE user_id = $1",
+                )
+                .bind(&user_id)
+                .bind(method_name(e.method))
                 .bind(&at)
                 .execute(&mut *conn)
                 .await?;
@@ -161,7 +183,7 @@ impl Projector for UsersProjector {
             UserEvent::PasswordChanged { .. }
             | UserEvent::SignInFailed { .. }
             | UserEvent::SessionEnded { .. }
-            | UserEvent::TwoFactorEnrollmentStarted(_)
+            | UserEvent::TwoFactorCodeSent(_)
             | UserEvent::TwoFactorEnrollmentFailed { .. }
             | UserEvent::TwoFactorChallengeStarted { .. }
             | UserEvent::TwoFactorChallengeFailed { .. }
@@ -175,7 +197,7 @@ impl Projector for UsersProjector {
 const SELECT: &str =
     "SELECT user_id, organization_id, role, email, first_name, last_name, phone_number, \
      status, created_at, updated_at, last_sign_in_at, two_factor_enabled, two_factor_method, \
-     backup_codes_remaining FROM users";
+     backup_codes_remaining, two_factor_phone FROM users";
 
 pub async fn get(pool: &AnyPool, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as::<_, UserRow>(&format!("{SELECT} WHERE user_id = $1"))
@@ -189,4 +211,20 @@ pub async fn all(pool: &AnyPool) -> Result<Vec<UserRow>, sqlx::Error> {
     sqlx::query_as::<_, UserRow>(&format!("{SELECT} ORDER BY user_id"))
         .fetch_all(pool)
         .await
+}
+
+fn method_name(method: warden_domain::two_factor::Method) -> &'static str {
+    use warden_domain::two_factor::Method;
+    match method {
+        Method::Totp => "totp",
+        Method::Sms => "sms",
+        Method::Call => "call",
+    }
+}
+
+/// `+1303*****34`: read models never hold a full second-factor number.
+fn mask_phone(raw: &str) -> String {
+    warden_domain::values::PhoneNumber::parse("/", raw)
+        .map(|p| p.masked())
+        .unwrap_or_else(|_| "*".repeat(raw.len()))
 }

@@ -236,6 +236,28 @@ impl From<TwoFactorError> for ApiError {
                 "Second factor blocked",
                 detail,
             ),
+            TwoFactorError::CurrentFactorRequired => {
+                let mut err = Self::validation(vec![ValidationError::new(
+                    "/current_code",
+                    "current_factor_required",
+                    detail,
+                )]);
+                if let Some(item) = err.errors.first_mut() {
+                    item.title = "Current second factor required";
+                }
+                err
+            }
+            TwoFactorError::NoPhoneEnrolled => Self::new(
+                StatusCode::CONFLICT,
+                "no_phone_enrolled",
+                "No phone enrolled",
+                detail,
+            ),
+            TwoFactorError::TooManyCodeSends { retry_after_secs } => Self::too_many(
+                "too_many_requests",
+                TOO_MANY_REQUESTS_DETAIL,
+                retry_after_secs,
+            ),
             TwoFactorError::InvalidCode => {
                 let mut err =
                     Self::validation(vec![ValidationError::new("/code", "invalid_code", detail)]);

@@ -37,14 +37,14 @@ use crate::app::AppState;
         organization::get_org, organization::patch_org, organization::set_passphrase,
         organization::verify_passphrase, organization::set_pin, organization::verify_pin,
         two_factor::status, two_factor::enroll, two_factor::confirm, two_factor::regenerate,
-        two_factor::verify_challenge,
+        two_factor::verify_challenge, two_factor::send_challenge_code, two_factor::send_step_up_code,
     ),
     components(schemas(
         accounts::SignUpRequest, sessions::SignInRequest, users::PatchMeRequest,
         users::ChangeEmailRequest, users::ChangePasswordRequest,
         organization::PatchOrganizationRequest, organization::SetPassphraseRequest,
         organization::SetPinRequest, organization::VerifyPassphraseRequest, organization::VerifyPinRequest,
-        two_factor::EnrollRequest, two_factor::CodeRequest,
+        two_factor::EnrollRequest, two_factor::CodeRequest, two_factor::SendCodeRequest,
     )),
     modifiers(&BearerAuth),
 )]

@@ -1,5 +1,5 @@
-//! Two-factor authentication over HTTP: status, TOTP enrollment and confirmation, backup
-//! codes, and answering the sign-in challenge.
+//! Two-factor authentication over HTTP: status, enrollment (authenticator app, SMS, voice
+//! call) and confirmation, backup codes, sent codes, and answering the sign-in challenge.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use warden_commands::two_factor::Presented;
 use warden_domain::chain::format_time;
-use warden_domain::two_factor::BACKUP_CODES_LOW;
-use warden_domain::values::ValidationError;
+use warden_domain::two_factor::{Method, BACKUP_CODES_LOW};
+use warden_domain::values::{PhoneNumber, ValidationError};
 use warden_projections::{sessions, users};
 
 use super::error::{ApiError, ApiResult};
@@ -29,10 +29,47 @@ pub fn router() -> Router<AppState> {
             post(confirm),
         )
         .route("/v2/users/me/two_factor/backup_codes", post(regenerate))
+        .route("/v2/users/me/two_factor/codes", post(send_step_up_code))
+        .route(
+            "/v2/two_factor_challenges/{id}/actions/send",
+            post(send_challenge_code),
+        )
         .route(
             "/v2/two_factor_challenges/{id}/actions/verify",
             post(verify_challenge),
         )
+}
+
+fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Totp => "totp",
+        Method::Sms => "sms",
+        Method::Call => "call",
+    }
+}
+
+fn parse_method(raw: &str) -> Result<Method, ApiError> {
+    match raw {
+        "totp" => Ok(Method::Totp),
+        "sms" => Ok(Method::Sms),
+        "call" => Ok(Method::Call),
+        _ => Err(ValidationError::new(
+            "/method",
+            "invalid_method",
+            "must be one of: totp, sms, call",
+        )
+        .into()),
+    }
+}
+
+fn parse_channel(raw: &str) -> Result<Method, ApiError> {
+    match raw {
+        "sms" => Ok(Method::Sms),
+        "call" => Ok(Method::Call),
+        _ => Err(
+            ValidationError::new("/channel", "invalid_channel", "must be one of: sms, call").into(),
+        ),
+    }
 }
 
 /// The caller's two-factor status.
@@ -51,7 +88,7 @@ pub async fn status(
         "record_type": "two_factor",
         "enabled": enabled,
         "method": row.two_factor_method,
-        "phone_number": null,
+        "phone_number": row.two_factor_phone,
         "backup_codes_remaining": row.backup_codes_remaining,
         "backup_codes_low": enabled && row.backup_codes_remaining <= i64::from(BACKUP_CODES_LOW),
     }})))
@@ -59,15 +96,25 @@ pub async fn status(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EnrollRequest {
-    /// `totp` (authenticator app). SMS and voice-call enrollment are not available yet.
+    /// `totp` (authenticator app), `sms` or `call`.
     pub method: String,
+    /// E.164, for `sms` and `call`.
+    pub phone_number: Option<String>,
+    /// With 2FA already on: a current code (authenticator, or a code sent by
+    /// `POST /v2/users/me/two_factor/codes`)…
+    pub current_code: Option<String>,
+    /// …or a backup code.
+    pub backup_code: Option<String>,
 }
 
-/// Start enrolling an authenticator app: returns the secret, an otpauth URI and QR codes.
+/// Start enrolling a second factor. For `totp` the response carries the secret, an
+/// otpauth URI and QR codes; for `sms`/`call` a code is sent to the number. With 2FA
+/// already on, a current factor must be given (`current_code` or `backup_code`).
 #[utoipa::path(post, path = "/v2/users/me/two_factor/enrollments", tag = "Two-factor authentication",
     request_body = EnrollRequest,
-    responses((status = 201, description = "The enrollment, with secret, otpauth_uri, qr_code_png, qr_code_svg"),
-              (status = 409, description = "two_factor_already_enabled")),
+    responses((status = 201, description = "The enrollment (for totp with secret, otpauth_uri, qr_code_png, qr_code_svg)"),
+              (status = 422, description = "Invalid field, or current_factor_required"),
+              (status = 429, description = "too_many_requests (code sends)")),
     security(("bearer" = [])))]
 pub async fn enroll(
     State(state): State<AppState>,
@@ -75,57 +122,109 @@ pub async fn enroll(
     meta: RequestMeta,
     Json(body): Json<EnrollRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    match body.method.as_str() {
-        "totp" => {}
-        "sms" | "call" => {
+    let method = parse_method(&body.method)?;
+    let current = match (body.current_code, body.backup_code) {
+        (Some(code), None) => Some(presented(
+            CodeRequest {
+                code: Some(code),
+                backup_code: None,
+            },
+            false,
+        )?),
+        (None, Some(code)) => Some(presented(
+            CodeRequest {
+                code: None,
+                backup_code: Some(code),
+            },
+            true,
+        )?),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
             return Err(ValidationError::new(
-                "/method",
-                "method_unavailable",
-                "SMS and voice-call enrollment are not available yet; use totp",
+                "/backup_code",
+                "conflicting_fields",
+                "give current_code or backup_code, not both",
             )
             .into())
         }
-        _ => {
-            return Err(ValidationError::new(
-                "/method",
-                "invalid_method",
-                "must be one of: totp, sms, call",
-            )
-            .into())
+    };
+    let meta = meta.by(&principal);
+    let enrollment = match method {
+        Method::Totp => {
+            state
+                .two_factor
+                .start_totp(principal.user_id, current.as_ref(), &meta)
+                .await?
         }
-    }
-    let enrollment = state
-        .two_factor
-        .start_totp(principal.user_id, &meta.by(&principal))
-        .await?;
+        Method::Sms | Method::Call => {
+            let raw = body.phone_number.as_deref().ok_or_else(|| {
+                ApiError::from(ValidationError::new(
+                    "/phone_number",
+                    "required",
+                    "is required for sms and call",
+                ))
+            })?;
+            let phone = PhoneNumber::parse("/phone_number", raw)?;
+            state
+                .two_factor
+                .start_phone(principal.user_id, method, &phone, current.as_ref(), &meta)
+                .await?
+        }
+    };
     state.caught_up(enrollment.position).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({ "data": {
-            "record_type": "two_factor_enrollment",
-            "enrollment_id": enrollment.enrollment_id,
-            "method": "totp",
-            "expires_at": format_time(enrollment.expires_at),
-            "secret": enrollment.secret_base32,
-            "otpauth_uri": enrollment.otpauth_uri,
-            "qr_code_png": base64::engine::general_purpose::STANDARD.encode(&enrollment.qr_png),
-            "qr_code_svg": enrollment.qr_svg,
-        }})),
-    ))
+    let mut data = json!({
+        "record_type": "two_factor_enrollment",
+        "enrollment_id": enrollment.enrollment_id,
+        "method": method_name(enrollment.method),
+        "expires_at": format_time(enrollment.expires_at),
+    });
+    if let (Some(totp), Some(obj)) = (enrollment.totp, data.as_object_mut()) {
+        obj.insert("secret".into(), json!(totp.secret_base32));
+        obj.insert("otpauth_uri".into(), json!(totp.otpauth_uri));
+        obj.insert(
+            "qr_code_png".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(&totp.qr_png)),
+        );
+        obj.insert("qr_code_svg".into(), json!(totp.qr_svg));
+    }
+    Ok((StatusCode::CREATED, axum::Json(json!({ "data": data }))))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CodeRequest {
-    /// A current code from the authenticator app.
+    /// A current code: from the authenticator app, or sent by SMS or call.
     pub code: Option<String>,
     /// Or one of the backup codes (where accepted).
     pub backup_code: Option<String>,
 }
 
+/// Malformed codes are bad input (422, nothing recorded); well-formed wrong ones are
+/// recorded failures.
 fn presented(body: CodeRequest, allow_backup: bool) -> Result<Presented, ApiError> {
     match (body.code, body.backup_code) {
-        (Some(code), None) => Ok(Presented::Code(code)),
-        (None, Some(code)) if allow_backup => Ok(Presented::BackupCode(code)),
+        (Some(code), None) => {
+            let code = code.trim().to_owned();
+            if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ValidationError::new(
+                    "/code",
+                    "invalid_code_format",
+                    "must be 6 digits",
+                )
+                .into());
+            }
+            Ok(Presented::Code(code))
+        }
+        (None, Some(code)) if allow_backup => {
+            if warden_commands::otp::normalize_backup_code(&code).is_none() {
+                return Err(ValidationError::new(
+                    "/backup_code",
+                    "invalid_code_format",
+                    "must be a backup code like abcd-efgh-jkmn",
+                )
+                .into());
+            }
+            Ok(Presented::BackupCode(code))
+        }
         (None, Some(_)) => Err(ValidationError::new(
             "/backup_code",
             "not_allowed",
@@ -145,10 +244,11 @@ fn presented(body: CodeRequest, allow_backup: bool) -> Result<Presented, ApiErro
     }
 }
 
-/// Confirm an enrollment with a current code: 2FA turns on and 10 backup codes are shown once.
+/// Confirm an enrollment with a code from the new factor. The first time, 2FA turns on and
+/// 10 backup codes are shown once; when switching method, the backup codes stay.
 #[utoipa::path(post, path = "/v2/users/me/two_factor/enrollments/{id}/actions/confirm",
     tag = "Two-factor authentication", request_body = CodeRequest,
-    responses((status = 200, description = "{enabled, method, backup_codes}"),
+    responses((status = 200, description = "{enabled, method, backup_codes (first enablement only)}"),
               (status = 422, description = "invalid_code")),
     security(("bearer" = [])))]
 pub async fn confirm(
@@ -159,21 +259,22 @@ pub async fn confirm(
     Json(body): Json<CodeRequest>,
 ) -> ApiResult<axum::Json<Value>> {
     let Presented::Code(code) = presented(body, false)? else {
-        return Err(ApiError::internal(
-            &"unreachable: backup codes refused above",
-        ));
+        return Err(ApiError::internal(&"backup codes are refused above"));
     };
-    let codes = state
+    let confirmed = state
         .two_factor
         .confirm(principal.user_id, id, &code, &meta.by(&principal))
         .await?;
-    state.caught_up(codes.position).await?;
-    Ok(axum::Json(json!({ "data": {
+    state.caught_up(confirmed.position).await?;
+    let mut data = json!({
         "record_type": "two_factor",
         "enabled": true,
-        "method": "totp",
-        "backup_codes": codes.codes,
-    }})))
+        "method": method_name(confirmed.method),
+    });
+    if let (Some(codes), Some(obj)) = (confirmed.backup_codes, data.as_object_mut()) {
+        obj.insert("backup_codes".into(), json!(codes));
+    }
+    Ok(axum::Json(json!({ "data": data })))
 }
 
 /// Replace the backup codes (the old set stops working); needs a current second factor.
@@ -201,7 +302,60 @@ pub async fn regenerate(
     ))
 }
 
-/// Answer a sign-in challenge with an authenticator code or a backup code.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SendCodeRequest {
+    /// `sms` or `call`, to the enrolled number.
+    pub channel: String,
+}
+
+/// Send a code for a sign-in challenge to the enrolled number.
+#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/send", tag = "Two-factor authentication",
+    request_body = SendCodeRequest,
+    responses((status = 202, description = "Sent"), (status = 429, description = "too_many_requests")))]
+pub async fn send_challenge_code(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    meta: RequestMeta,
+    Json(body): Json<SendCodeRequest>,
+) -> ApiResult<StatusCode> {
+    let channel = parse_channel(&body.channel)?;
+    let user_id = challenge_user(&state, id).await?;
+    let position = state
+        .two_factor
+        .send_challenge_code(user_id, id, channel, &meta.anonymous())
+        .await?;
+    state.caught_up(position).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Send a code to the enrolled number to prove the current factor before a change.
+#[utoipa::path(post, path = "/v2/users/me/two_factor/codes", tag = "Two-factor authentication",
+    request_body = SendCodeRequest,
+    responses((status = 202, description = "Sent"), (status = 429, description = "too_many_requests")),
+    security(("bearer" = [])))]
+pub async fn send_step_up_code(
+    State(state): State<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    Json(body): Json<SendCodeRequest>,
+) -> ApiResult<StatusCode> {
+    let channel = parse_channel(&body.channel)?;
+    let position = state
+        .two_factor
+        .send_step_up_code(principal.user_id, channel, &meta.by(&principal))
+        .await?;
+    state.caught_up(position).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn challenge_user(state: &AppState, id: Uuid) -> Result<Uuid, ApiError> {
+    let owner = sessions::challenge_owner(&state.db.pool, &id.to_string())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Uuid::parse_str(&owner).map_err(|e| ApiError::internal(&e))
+}
+
+/// Answer a sign-in challenge with an authenticator code, a sent code, or a backup code.
 #[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/verify", tag = "Two-factor authentication",
     request_body = CodeRequest,
     responses((status = 201, description = "A session"), (status = 422, description = "invalid_code"),
@@ -213,10 +367,7 @@ pub async fn verify_challenge(
     Json(body): Json<CodeRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let factor = presented(body, true)?;
-    let owner = sessions::challenge_owner(&state.db.pool, &id.to_string())
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    let user_id = Uuid::parse_str(&owner).map_err(|e| ApiError::internal(&e))?;
+    let user_id = challenge_user(&state, id).await?;
     let session = state
         .two_factor
         .answer_challenge(user_id, id, &factor, &meta.anonymous())

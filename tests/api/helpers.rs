@@ -287,3 +287,62 @@ impl TestApp {
             .join("\n")
     }
 }
+
+/// A local receiver for the `http` sender: records every message Warden sends.
+#[derive(Clone, Default)]
+pub struct MessageSink {
+    pub url: String,
+    messages: Arc<Mutex<Vec<Value>>>,
+}
+
+impl MessageSink {
+    pub async fn start() -> Self {
+        let messages: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let store = Arc::clone(&messages);
+        let app = axum::Router::new().route(
+            "/messages",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let store = Arc::clone(&store);
+                async move {
+                    store.lock().unwrap_or_else(|p| p.into_inner()).push(body);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sink");
+        let url = format!("http://{}/messages", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, messages }
+    }
+
+    pub fn all(&self) -> Vec<Value> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The code of the newest message.
+    pub fn last_code(&self) -> String {
+        self.all()
+            .last()
+            .and_then(|m| m["code"].as_str().map(str::to_owned))
+            .expect("a message with a code")
+    }
+}
+
+/// An app whose SMS, calls and email go to a [`MessageSink`].
+pub async fn spawn_app_with_sink(backend: Backend) -> (TestApp, MessageSink) {
+    let sink = MessageSink::start().await;
+    let mut settings = Settings::for_test(temp_dir());
+    if backend == Backend::Postgres {
+        settings.storage.database_url = Some(fresh_postgres().await);
+    }
+    settings.sender = warden::config::SenderKind::Http;
+    settings.sender_url = Some(sink.url.clone());
+    (spawn_with(settings).await, sink)
+}

@@ -12,3 +12,4 @@ mod organization;
 mod secrets_never_leak;
 mod sessions;
 mod two_factor;
+mod two_factor_codes;

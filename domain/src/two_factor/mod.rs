@@ -1,12 +1,12 @@
-//! Two-factor authentication on the user stream: enrollment and confirmation, backup codes,
-//! and the sign-in challenge. Keeping it on the user's own stream means optimistic
-//! concurrency makes every one-time proof one-time: two requests racing with the same TOTP
-//! code or backup code cannot both commit, and the loser re-decides against the winner's
-//! event and is refused.
+//! Two-factor authentication on the user stream: enrollment (authenticator app, SMS or
+//! voice call) and confirmation, method changes, backup codes, sent codes, and the sign-in
+//! challenge. Keeping it on the user's own stream means optimistic concurrency makes every
+//! one-time proof one-time: two requests racing with the same TOTP code, backup code or
+//! sent code cannot both commit, and the loser re-decides against the winner's event.
 //!
 //! Proofs arrive already checked by the shell (which opens sealed secrets and hashes): a
-//! TOTP code as the time step it matched, a backup code as the index it matched. The
-//! domain decides whether that step or index may still be used.
+//! TOTP code as the time step it matched, a backup code as the index it matched, a sent
+//! code as its keyed digest. The domain decides whether that may still be used.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::sealed::{Digest, Sealed};
+
+mod decide;
+pub use decide::*;
 
 /// An unconfirmed enrollment lives this long.
 pub const ENROLLMENT_TTL_SECS: i64 = 10 * 60;
@@ -27,6 +30,10 @@ pub const MAX_FAILURES_PER_CHALLENGE: u32 = 5;
 pub const CONSECUTIVE_FAILURE_LIMIT: u32 = 100;
 /// `backup_codes_low` fires when this many or fewer remain.
 pub const BACKUP_CODES_LOW: u32 = 3;
+/// An SMS or voice code is valid this long.
+pub const CODE_TTL_SECS: i64 = 5 * 60;
+/// Codes sent to one user per rolling 24 hours.
+pub const CODE_SENDS_PER_DAY: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,15 +49,37 @@ pub enum Method {
 pub enum Factor {
     Totp,
     BackupCode,
+    /// A code sent by SMS or voice call.
+    Code,
+}
+
+/// What a sent code is for; it only works there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodePurpose {
+    Enrollment,
+    SignIn,
+    /// Proving the current factor before a change (new method, new backup codes).
+    StepUp,
+}
+
+/// A code that was sent: only its keyed digest, and until when it works.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentCode {
+    pub code_digest: Digest,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A second factor as checked by the shell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proof {
     /// A TOTP code; `Some(step)` when it matched that time step of the enrolled secret.
     Totp(Option<i64>),
     /// A backup code; `Some(index)` when it matched that code of the current set.
     BackupCode(Option<u32>),
+    /// The keyed digest of a typed SMS/voice code, compared with the code sent for the
+    /// context it is used in.
+    Code(Digest),
 }
 
 impl Proof {
@@ -58,6 +87,14 @@ impl Proof {
         match self {
             Proof::Totp(_) => Factor::Totp,
             Proof::BackupCode(_) => Factor::BackupCode,
+            Proof::Code(_) => Factor::Code,
+        }
+    }
+
+    pub fn totp_step(&self) -> Option<i64> {
+        match self {
+            Proof::Totp(step) => *step,
+            _ => None,
         }
     }
 }
@@ -67,6 +104,8 @@ pub struct Enrollment {
     pub id: Uuid,
     pub method: Method,
     pub totp_secret: Option<Sealed>,
+    pub phone_number: Option<Sealed>,
+    pub code: Option<SentCode>,
     pub expires_at: DateTime<Utc>,
     pub failures: u32,
 }
@@ -75,6 +114,8 @@ pub struct Enrollment {
 pub struct Challenge {
     pub expires_at: DateTime<Utc>,
     pub failures: u32,
+    /// The latest code sent for this challenge (a resend replaces it; failures stay).
+    pub code: Option<SentCode>,
 }
 
 /// The user's second-factor state.
@@ -83,6 +124,7 @@ pub struct TwoFactor {
     pub enabled: bool,
     pub method: Option<Method>,
     pub totp_secret: Option<Sealed>,
+    pub phone_number: Option<Sealed>,
     /// The current backup-code set (sealed JSON array of argon2id PHC strings).
     pub backup_codes: Option<Sealed>,
     pub backup_code_count: u32,
@@ -93,6 +135,10 @@ pub struct TwoFactor {
     /// Open challenges (expired and passed ones are pruned as new ones start).
     pub challenges: BTreeMap<Uuid, Challenge>,
     pub consecutive_failures: u32,
+    /// When codes were sent, newest last (at most [`CODE_SENDS_PER_DAY`]).
+    pub code_sends: Vec<DateTime<Utc>>,
+    /// The latest step-up code (proving the current factor before a change).
+    pub step_up: Option<SentCode>,
 }
 
 impl TwoFactor {
@@ -105,26 +151,46 @@ impl TwoFactor {
         self.consecutive_failures >= CONSECUTIVE_FAILURE_LIMIT
     }
 
-    /// Whether a proof is still usable: a TOTP step newer than any accepted, or an unused
-    /// backup code of the current set.
-    pub fn accepts(&self, proof: Proof) -> bool {
+    /// Whether a proof is still usable: a TOTP step newer than any accepted, an unused
+    /// backup code of the current set, or the code `sent` for this context, unexpired.
+    pub fn accepts(&self, proof: &Proof, sent: Option<&SentCode>, now: DateTime<Utc>) -> bool {
         match proof {
-            Proof::Totp(Some(step)) => self.last_totp_step.is_none_or(|last| step > last),
+            Proof::Totp(Some(step)) => self.last_totp_step.is_none_or(|last| *step > last),
             Proof::BackupCode(Some(index)) => {
-                index < self.backup_code_count && !self.backup_codes_used.contains(&index)
+                *index < self.backup_code_count && !self.backup_codes_used.contains(index)
+            }
+            Proof::Code(digest) => {
+                sent.is_some_and(|c| c.code_digest == *digest && c.expires_at > now)
             }
             Proof::Totp(None) | Proof::BackupCode(None) => false,
         }
     }
 }
 
-/// 2FA events, part of the user stream's event enum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnrollmentStarted {
     pub enrollment_id: Uuid,
     pub method: Method,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp_secret: Option<Sealed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<Sealed>,
+    pub expires_at: DateTime<Utc>,
+    /// With 2FA already on, the current factor that authorized this change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_with: Option<Factor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_step: Option<i64>,
+}
+
+/// A code was sent by SMS or voice call (only its keyed digest is kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CodeSent {
+    pub purpose: CodePurpose,
+    /// The enrollment or challenge it belongs to (a fresh id for a step-up code).
+    pub target_id: Uuid,
+    pub channel: Method,
+    pub code_digest: Digest,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -137,6 +203,15 @@ pub struct Enabled {
     pub totp_step: Option<i64>,
     pub backup_codes: Sealed,
     pub backup_code_count: u32,
+}
+
+/// The second factor moved to a newly confirmed method; the backup codes stay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodChanged {
+    pub enrollment_id: Uuid,
+    pub method: Method,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_step: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +242,12 @@ pub enum TwoFactorError {
     SecondFactorBlocked,
     #[error("the code is not valid")]
     InvalidCode,
+    #[error("two-factor authentication is on: prove the current factor to change it")]
+    CurrentFactorRequired,
+    #[error("no phone number is enrolled for codes")]
+    NoPhoneEnrolled,
+    #[error("too many codes were sent")]
+    TooManyCodeSends { retry_after_secs: i64 },
 }
 
 pub(crate) fn apply_enrollment_started(tf: &mut TwoFactor, e: &EnrollmentStarted) {
@@ -174,9 +255,43 @@ pub(crate) fn apply_enrollment_started(tf: &mut TwoFactor, e: &EnrollmentStarted
         id: e.enrollment_id,
         method: e.method,
         totp_secret: e.totp_secret.clone(),
+        phone_number: e.phone_number.clone(),
+        code: None,
         expires_at: e.expires_at,
         failures: 0,
     });
+    spend(tf, e.verified_with, e.totp_step);
+}
+
+/// A factor used to authorize a change: its TOTP step or step-up code is spent.
+pub(crate) fn spend(tf: &mut TwoFactor, factor: Option<Factor>, totp_step: Option<i64>) {
+    note_step(tf, totp_step);
+    if factor == Some(Factor::Code) {
+        tf.step_up = None;
+    }
+}
+
+pub(crate) fn apply_code_sent(tf: &mut TwoFactor, e: &CodeSent, at: DateTime<Utc>) {
+    tf.code_sends.push(at);
+    let excess = tf.code_sends.len().saturating_sub(CODE_SENDS_PER_DAY);
+    tf.code_sends.drain(..excess);
+    let code = SentCode {
+        code_digest: e.code_digest.clone(),
+        expires_at: e.expires_at,
+    };
+    match e.purpose {
+        CodePurpose::Enrollment => {
+            if let Some(en) = tf.enrollment.as_mut().filter(|en| en.id == e.target_id) {
+                en.code = Some(code);
+            }
+        }
+        CodePurpose::SignIn => {
+            if let Some(c) = tf.challenges.get_mut(&e.target_id) {
+                c.code = Some(code);
+            }
+        }
+        CodePurpose::StepUp => tf.step_up = Some(code),
+    }
 }
 
 pub(crate) fn apply_enrollment_failed(tf: &mut TwoFactor) {
@@ -186,12 +301,21 @@ pub(crate) fn apply_enrollment_failed(tf: &mut TwoFactor) {
 }
 
 pub(crate) fn apply_enabled(tf: &mut TwoFactor, e: &Enabled) {
-    let secret = tf.enrollment.take().and_then(|en| en.totp_secret);
+    let enrollment = tf.enrollment.take();
     tf.enabled = true;
     tf.method = Some(e.method);
-    tf.totp_secret = secret;
+    tf.totp_secret = enrollment.as_ref().and_then(|en| en.totp_secret.clone());
+    tf.phone_number = enrollment.and_then(|en| en.phone_number);
     note_step(tf, e.totp_step);
     replace_backup_codes(tf, &e.backup_codes, e.backup_code_count);
+}
+
+pub(crate) fn apply_method_changed(tf: &mut TwoFactor, e: &MethodChanged) {
+    let enrollment = tf.enrollment.take();
+    tf.method = Some(e.method);
+    tf.totp_secret = enrollment.as_ref().and_then(|en| en.totp_secret.clone());
+    tf.phone_number = enrollment.and_then(|en| en.phone_number);
+    note_step(tf, e.totp_step);
 }
 
 pub(crate) fn replace_backup_codes(tf: &mut TwoFactor, codes: &Sealed, count: u32) {
@@ -218,6 +342,7 @@ pub(crate) fn apply_challenge_started(
         Challenge {
             expires_at,
             failures: 0,
+            code: None,
         },
     );
 }
@@ -282,9 +407,23 @@ pub fn enrollment_expiry(now: DateTime<Utc>) -> DateTime<Utc> {
     now + Duration::seconds(ENROLLMENT_TTL_SECS)
 }
 
-/// Digest type re-exported for session starts after a passed challenge.
-pub type TokenDigest = Digest;
+pub fn code_expiry(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + Duration::seconds(CODE_TTL_SECS)
+}
+
+/// Refuses a send when the user already had [`CODE_SENDS_PER_DAY`] in the last 24 hours.
+pub fn check_send_allowed(tf: &TwoFactor, now: DateTime<Utc>) -> Result<(), TwoFactorError> {
+    let day = Duration::hours(24);
+    let recent: Vec<_> = tf.code_sends.iter().filter(|t| now - **t < day).collect();
+    match recent.first() {
+        Some(oldest) if recent.len() >= CODE_SENDS_PER_DAY => {
+            Err(TwoFactorError::TooManyCodeSends {
+                retry_after_secs: (day - (now - **oldest)).num_seconds().max(1),
+            })
+        }
+        _ => Ok(()),
+    }
+}
 
 #[cfg(test)]
-#[path = "two_factor_tests.rs"]
 mod tests;

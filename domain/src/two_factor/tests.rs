@@ -62,6 +62,7 @@ fn enrolled() -> User {
         UserCommand::StartTotpEnrollment {
             enrollment_id: uid(5),
             totp_secret: sealed("s"),
+            proof: None,
         },
         1,
     )
@@ -70,7 +71,7 @@ fn enrolled() -> User {
         &mut user,
         UserCommand::EnableTwoFactor {
             enrollment_id: uid(5),
-            totp_step: Some(100),
+            proof: Proof::Totp(Some(100)),
             backup_codes: sealed("b"),
             backup_code_count: 10,
         },
@@ -122,13 +123,14 @@ fn a_wrong_confirmation_code_is_recorded_and_five_kill_the_enrollment() {
         UserCommand::StartTotpEnrollment {
             enrollment_id: uid(6),
             totp_secret: sealed("s2"),
+            proof: None,
         },
         10,
     )
     .unwrap();
     let confirm = |step| UserCommand::EnableTwoFactor {
         enrollment_id: uid(6),
-        totp_step: step,
+        proof: Proof::Totp(step),
         backup_codes: sealed("b"),
         backup_code_count: 10,
     };
@@ -154,13 +156,14 @@ fn an_enrollment_expires_after_ten_minutes() {
         UserCommand::StartTotpEnrollment {
             enrollment_id: uid(7),
             totp_secret: sealed("s"),
+            proof: None,
         },
         0,
     )
     .unwrap();
     let confirm = UserCommand::EnableTwoFactor {
         enrollment_id: uid(7),
-        totp_step: Some(5),
+        proof: Proof::Totp(Some(5)),
         backup_codes: sealed("b"),
         backup_code_count: 10,
     };
@@ -398,4 +401,184 @@ fn regenerating_backup_codes_needs_a_current_factor_and_voids_the_old_set() {
     .unwrap();
     assert_eq!(user.two_factor.backup_codes_remaining(), 10);
     assert_eq!(user.two_factor.backup_codes, Some(sealed("n")));
+}
+
+fn phone_user(method: Method) -> User {
+    let mut user = enrolled();
+    user.two_factor = TwoFactor::default();
+    run(
+        &mut user,
+        UserCommand::StartPhoneEnrollment {
+            enrollment_id: uid(70),
+            method,
+            phone_number: sealed("phone"),
+            code_digest: Digest("d1".into()),
+            proof: None,
+        },
+        0,
+    )
+    .unwrap();
+    run(
+        &mut user,
+        UserCommand::EnableTwoFactor {
+            enrollment_id: uid(70),
+            proof: Proof::Code(Digest("d1".into())),
+            backup_codes: sealed("b"),
+            backup_code_count: 10,
+        },
+        10,
+    )
+    .unwrap();
+    user
+}
+
+#[test]
+fn an_sms_enrollment_is_confirmed_with_the_code_sent_to_it() {
+    let user = phone_user(Method::Sms);
+    assert!(user.two_factor.enabled);
+    assert_eq!(user.two_factor.method, Some(Method::Sms));
+    assert_eq!(user.two_factor.phone_number, Some(sealed("phone")));
+    assert_eq!(user.two_factor.code_sends.len(), 1);
+}
+
+#[test]
+fn a_sent_code_works_for_its_own_challenge_within_five_minutes() {
+    let mut user = phone_user(Method::Call);
+    challenge(&mut user, 80, 100);
+    challenge(&mut user, 81, 100);
+    let send = |id, digest: &str| UserCommand::SendTwoFactorCode {
+        purpose: CodePurpose::SignIn,
+        target_id: uid(id),
+        channel: Method::Sms,
+        code_digest: Digest(digest.into()),
+    };
+    run(&mut user, send(80, "c80"), 101).unwrap();
+    run(&mut user, send(81, "c81"), 101).unwrap();
+    let answer = |id, digest: &str, n| UserCommand::VerifySentCode {
+        challenge_id: uid(id),
+        code_digest: Digest(digest.into()),
+        session: session(n),
+    };
+    // Another challenge's code is no good here.
+    let events = run(&mut user, answer(80, "c81", 1), 102).unwrap();
+    assert!(matches!(
+        events.as_slice(),
+        [UserEvent::TwoFactorChallengeFailed { .. }]
+    ));
+    // Past five minutes, the code is dead.
+    let events = run(&mut user, answer(81, "c81", 2), 101 + CODE_TTL_SECS).unwrap();
+    assert!(matches!(
+        events.as_slice(),
+        [UserEvent::TwoFactorChallengeFailed { .. }]
+    ));
+    // A resend replaces the code but keeps the failures.
+    run(&mut user, send(80, "c80b"), 103).unwrap();
+    assert_eq!(
+        user.two_factor.challenges.get(&uid(80)).map(|c| c.failures),
+        Some(1)
+    );
+    let events = run(&mut user, answer(80, "c80", 3), 104).unwrap();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [UserEvent::TwoFactorChallengeFailed { .. }]
+        ),
+        "the replaced code"
+    );
+    let events = run(&mut user, answer(80, "c80b", 4), 105).unwrap();
+    assert!(matches!(
+        events.as_slice(),
+        [
+            UserEvent::TwoFactorChallengePassed(_),
+            UserEvent::SessionStarted { .. }
+        ]
+    ));
+}
+
+#[test]
+fn ten_code_sends_a_day_then_wait() {
+    let mut user = phone_user(Method::Sms);
+    challenge(&mut user, 90, 0);
+    // One send already happened at enrollment (t=0); nine more fill the day.
+    for i in 0..9 {
+        run(
+            &mut user,
+            UserCommand::SendTwoFactorCode {
+                purpose: CodePurpose::SignIn,
+                target_id: uid(90),
+                channel: Method::Sms,
+                code_digest: Digest(format!("c{i}")),
+            },
+            1 + i,
+        )
+        .unwrap();
+    }
+    let eleventh = UserCommand::SendTwoFactorCode {
+        purpose: CodePurpose::StepUp,
+        target_id: uid(91),
+        channel: Method::Sms,
+        code_digest: Digest("x".into()),
+    };
+    assert!(matches!(
+        decide(&user, eleventh.clone(), &Ctx { now: t(20) }),
+        Err(UserError::TwoFactor(
+            TwoFactorError::TooManyCodeSends { .. }
+        ))
+    ));
+    assert!(
+        decide(
+            &user,
+            eleventh,
+            &Ctx {
+                now: t(24 * 3600 + 1)
+            }
+        )
+        .is_ok(),
+        "a day after the first send"
+    );
+}
+
+#[test]
+fn switching_method_needs_the_current_factor_and_keeps_the_backup_codes() {
+    let mut user = enrolled();
+    let start = |proof| UserCommand::StartPhoneEnrollment {
+        enrollment_id: uid(95),
+        method: Method::Sms,
+        phone_number: sealed("new-phone"),
+        code_digest: Digest("e1".into()),
+        proof,
+    };
+    assert_eq!(
+        run(&mut user, start(None), 10),
+        Err(TwoFactorError::CurrentFactorRequired.into())
+    );
+    assert_eq!(
+        run(&mut user, start(Some(Proof::Totp(Some(100)))), 10),
+        Err(TwoFactorError::InvalidCode.into()),
+        "a spent step"
+    );
+    run(&mut user, start(Some(Proof::Totp(Some(150)))), 10).unwrap();
+    let events = run(
+        &mut user,
+        UserCommand::EnableTwoFactor {
+            enrollment_id: uid(95),
+            proof: Proof::Code(Digest("e1".into())),
+            backup_codes: sealed("ignored"),
+            backup_code_count: 10,
+        },
+        11,
+    )
+    .unwrap();
+    assert!(matches!(
+        events.as_slice(),
+        [UserEvent::TwoFactorMethodChanged(_)]
+    ));
+    assert_eq!(user.two_factor.method, Some(Method::Sms));
+    assert_eq!(
+        user.two_factor.backup_codes,
+        Some(sealed("b")),
+        "backup codes kept"
+    );
+    assert_eq!(user.two_factor.phone_number, Some(sealed("new-phone")));
+    assert_eq!(user.two_factor.totp_secret, None);
 }
