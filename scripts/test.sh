@@ -12,3 +12,4 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atc \
   while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
 
 cargo nextest run --workspace --no-fail-fast "$@"
+bash scripts/client-checks.sh
