@@ -99,6 +99,8 @@ pub struct NewSession {
     pub user_id: Uuid,
     pub expires_at: DateTime<Utc>,
     pub position: Option<i64>,
+    /// The organization wants this user to set up 2FA (see the session's scope).
+    pub two_factor_setup_required: bool,
 }
 
 impl std::fmt::Debug for NewSession {
@@ -254,6 +256,7 @@ impl Accounts {
             .pipeline
             .load::<User, AccountsError>(&stream_id)
             .await?;
+        let setup = self.setup_required(&loaded.state, now).await?;
         user::check_sign_in_allowed(&loaded.state, now)
             .map_err(|e| CommandError::Domain(throttled(e)))?;
         let password_ok = self
@@ -276,6 +279,7 @@ impl Accounts {
                         token_digest: token_digest.clone(),
                         session_lifetime: policy.lifetime,
                         idle_timeout: policy.idle_timeout,
+                        setup_only: setup == Some(true),
                     },
                     ctx,
                 )
@@ -304,7 +308,40 @@ impl Accounts {
                 .copied()
                 .unwrap_or(now + policy.lifetime),
             position: executed.position,
+            two_factor_setup_required: setup.is_some(),
         }))
+    }
+
+    /// Whether the organization wants this user to set up 2FA: `Some(true)` when it can no
+    /// longer be skipped. `None` when not required or already on.
+    async fn setup_required(&self, user: &User, now: DateTime<Utc>) -> Result<Option<bool>> {
+        if user.two_factor.enabled {
+            return Ok(None);
+        }
+        let Some(org_id) = user.organization_id else {
+            return Ok(None);
+        };
+        let org = self
+            .pipeline
+            .load::<Organization, AccountsError>(&Organization::stream_id(org_id))
+            .await?;
+        Ok(org.state.two_factor_policy.setup_required(now))
+    }
+
+    /// Sets the organization's two-factor policy.
+    pub async fn set_two_factor_policy(
+        &self,
+        organization_id: Uuid,
+        policy: organization::TwoFactorPolicy,
+        meta: &Meta,
+    ) -> Result<Option<i64>> {
+        self.on_org(
+            organization_id,
+            meta,
+            OrganizationCommand::SetTwoFactorPolicy(policy),
+        )
+        .await
+        .map(|(p, _)| p)
     }
 
     async fn fail_unknown(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+use warden_domain::organization::Organization;
 use warden_domain::two_factor::{self as tf, CodePurpose, Method, Proof, TwoFactorError};
 use warden_domain::user::{
     self, NewSession as SessionSpec, User, UserCommand, UserError, UserEvent,
@@ -546,7 +547,46 @@ impl TwoFactorCommands {
                 .copied()
                 .unwrap_or_else(|| self.pipeline.now() + self.policy.lifetime),
             position: executed.position,
+            two_factor_setup_required: false,
         })
+    }
+
+    /// Whether the user's organization lets members turn 2FA off.
+    pub async fn disable_allowed(&self, user_id: Uuid) -> Result<bool> {
+        let user = self.load(user_id).await?;
+        let Some(org_id) = user.organization_id else {
+            return Ok(false);
+        };
+        Ok(self
+            .pipeline
+            .load::<Organization, UserError>(&Organization::stream_id(org_id))
+            .await?
+            .state
+            .two_factor_policy
+            .disable_allowed())
+    }
+
+    /// Turns 2FA off, where the organization's policy allows it, with a current factor.
+    pub async fn disable(
+        &self,
+        user_id: Uuid,
+        presented: &Presented,
+        meta: &Meta,
+    ) -> Result<Option<i64>> {
+        let allowed = self.disable_allowed(user_id).await?;
+        if !allowed {
+            return Err(domain(TwoFactorError::CannotBeDisabled));
+        }
+        let user = self.load(user_id).await?;
+        let proof = self.prove(&user, presented).await?;
+        let executed = self
+            .run(
+                user_id,
+                &UserCommand::DisableTwoFactor { allowed, proof },
+                meta,
+            )
+            .await?;
+        Ok(executed.position)
     }
 }
 

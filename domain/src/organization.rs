@@ -51,6 +51,35 @@ pub enum OrganizationEvent {
     /// Someone checked a passphrase or PIN; failures count towards the rate limit.
     #[serde(rename = "organization.secret_checked")]
     SecretChecked { secret: OrgSecret, valid: bool },
+    /// Whether members must use two-factor authentication, from when, and whether they may
+    /// turn it off.
+    #[serde(rename = "organization.two_factor_policy_changed")]
+    TwoFactorPolicyChanged(TwoFactorPolicy),
+}
+
+/// The organization's two-factor rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactorPolicy {
+    /// Members without 2FA are asked to set it up at sign-in.
+    pub required: bool,
+    /// After this instant, members without 2FA can only enroll (no skipping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce_after: Option<DateTime<Utc>>,
+    /// Members may turn 2FA off (never while it is required).
+    pub allow_disable: bool,
+}
+
+impl TwoFactorPolicy {
+    /// `Some(true)` when set-up is required and can no longer be skipped, `Some(false)`
+    /// when it is required but skippable, `None` when not required.
+    pub fn setup_required(&self, now: DateTime<Utc>) -> Option<bool> {
+        self.required
+            .then(|| self.enforce_after.is_some_and(|deadline| now >= deadline))
+    }
+
+    pub fn disable_allowed(&self) -> bool {
+        self.allow_disable && !self.required
+    }
 }
 
 impl DomainEvent for OrganizationEvent {
@@ -61,6 +90,7 @@ impl DomainEvent for OrganizationEvent {
             "organization.security_passphrase_set",
             "organization.port_out_pin_set",
             "organization.secret_checked",
+            "organization.two_factor_policy_changed",
         ]
     }
 }
@@ -75,6 +105,8 @@ pub struct Organization {
     /// Recent failed checks per secret, newest last, at most the allowance.
     pub passphrase_failures: Vec<DateTime<Utc>>,
     pub pin_failures: Vec<DateTime<Utc>>,
+    #[serde(default)]
+    pub two_factor_policy: TwoFactorPolicy,
 }
 
 impl Organization {
@@ -117,6 +149,9 @@ impl Aggregate for Organization {
             OrganizationEvent::PortOutPinSet { pin_hash } => {
                 self.pin_hash = Some(pin_hash.clone());
                 self.pin_failures.clear();
+            }
+            OrganizationEvent::TwoFactorPolicyChanged(policy) => {
+                self.two_factor_policy = policy.clone();
             }
             OrganizationEvent::SecretChecked { secret, valid } => {
                 let list = match secret {
@@ -172,7 +207,11 @@ pub enum OrganizationCommand {
         hash: Sealed,
     },
     /// Record the outcome of checking a passphrase or PIN (`valid` is `None` when none is set).
-    CheckSecret { secret: OrgSecret, valid: bool },
+    CheckSecret {
+        secret: OrgSecret,
+        valid: bool,
+    },
+    SetTwoFactorPolicy(TwoFactorPolicy),
 }
 
 /// Refuses a check before any hashing work when the secret is throttled.
@@ -260,6 +299,12 @@ pub fn decide(
         OrganizationCommand::CheckSecret { secret, valid } => {
             check_secret_check_allowed(org, secret, ctx.now)?;
             Ok(vec![OrganizationEvent::SecretChecked { secret, valid }])
+        }
+        OrganizationCommand::SetTwoFactorPolicy(policy) => {
+            if policy == org.two_factor_policy {
+                return Ok(vec![]);
+            }
+            Ok(vec![OrganizationEvent::TwoFactorPolicyChanged(policy)])
         }
     }
 }

@@ -59,6 +59,11 @@ fn every_organization_event_type_is_pinned() {
             secret: OrgSecret::PortOutPin,
             valid: false,
         },
+        OrganizationEvent::TwoFactorPolicyChanged(TwoFactorPolicy {
+            required: true,
+            enforce_after: Some(t(86_400)),
+            allow_disable: false,
+        }),
     ];
     let encoded: Vec<_> = events.iter().map(|e| encode(e).unwrap()).collect();
     let types: Vec<&str> = encoded.iter().map(|e| e.event_type.as_str()).collect();
@@ -147,4 +152,24 @@ fn setting_a_secret_needs_the_current_password() {
             passphrase_hash: sealed("pp")
         }])
     );
+}
+
+#[test]
+fn the_two_factor_policy_says_when_set_up_is_required_and_skippable() {
+    let policy = TwoFactorPolicy {
+        required: true,
+        enforce_after: Some(t(100)),
+        allow_disable: true,
+    };
+    assert_eq!(policy.setup_required(t(99)), Some(false));
+    assert_eq!(policy.setup_required(t(100)), Some(true));
+    assert!(!policy.disable_allowed(), "never while required");
+    assert_eq!(TwoFactorPolicy::default().setup_required(t(0)), None);
+    let org = given(&[created()]);
+    let same = decide(
+        &org,
+        OrganizationCommand::SetTwoFactorPolicy(TwoFactorPolicy::default()),
+        &Ctx { now: t(1) },
+    );
+    assert_eq!(same, Ok(vec![]), "an unchanged policy writes nothing");
 }

@@ -54,6 +54,10 @@ pub enum UserEvent {
         token_digest: Digest,
         expires_at: DateTime<Utc>,
         idle_timeout_secs: i64,
+        /// `two_factor_setup`: the organization requires 2FA and its deadline passed, so
+        /// this session may only enroll a second factor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
     },
     #[serde(rename = "user.sign_in_failed")]
     SignInFailed { reason: String },
@@ -112,6 +116,13 @@ pub enum UserEvent {
     /// Few backup codes remain (so a webhook can warn the user).
     #[serde(rename = "user.backup_codes_low")]
     BackupCodesLow { remaining: u32 },
+    /// 2FA was turned off (allowed by the organization's policy, proven by a current factor).
+    #[serde(rename = "user.two_factor_disabled")]
+    TwoFactorDisabled {
+        factor: Factor,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        totp_step: Option<i64>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -135,6 +146,7 @@ impl DomainEvent for UserEvent {
             "user.two_factor_challenge_passed",
             "user.backup_code_consumed",
             "user.backup_codes_low",
+            "user.two_factor_disabled",
         ]
     }
 }
@@ -245,6 +257,9 @@ impl Aggregate for User {
                 self.two_factor.backup_codes_used.insert(*index);
             }
             UserEvent::BackupCodesLow { .. } => {}
+            UserEvent::TwoFactorDisabled { totp_step, .. } => {
+                tf::apply_disabled(&mut self.two_factor, *totp_step)
+            }
         }
     }
 }
@@ -287,6 +302,9 @@ pub enum UserCommand {
         token_digest: Digest,
         session_lifetime: Duration,
         idle_timeout: Duration,
+        /// The organization requires 2FA, the user has none, and skipping is over: the
+        /// session may only enroll.
+        setup_only: bool,
     },
     SignOut {
         session_id: Uuid,
@@ -360,6 +378,11 @@ pub enum UserCommand {
         index: Option<u32>,
         session: NewSession,
     },
+    /// Turn 2FA off: `allowed` by the organization's policy, proven by a current factor.
+    DisableTwoFactor {
+        allowed: bool,
+        proof: Proof,
+    },
 }
 
 /// The session a passed challenge opens.
@@ -377,6 +400,7 @@ impl NewSession {
             session_id: self.session_id,
             token_digest: self.token_digest.clone(),
             expires_at: now + self.lifetime,
+            scope: None,
             idle_timeout_secs: self.idle_timeout.num_seconds(),
         }
     }
@@ -434,6 +458,7 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
             token_digest,
             session_lifetime,
             idle_timeout,
+            setup_only,
         } => {
             check_sign_in_allowed(user, ctx.now)?;
             if !password_ok {
@@ -455,6 +480,7 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
                 token_digest,
                 expires_at: ctx.now + session_lifetime,
                 idle_timeout_secs: idle_timeout.num_seconds(),
+                scope: setup_only.then(|| "two_factor_setup".to_owned()),
             }])
         }
         UserCommand::SignOut { session_id } => {
@@ -571,6 +597,7 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
             code_digest,
             session,
         } => tf::answer_challenge(user, challenge_id, &Proof::Code(code_digest), &session, ctx),
+        UserCommand::DisableTwoFactor { allowed, proof } => tf::disable(user, allowed, &proof, ctx),
         UserCommand::ConsumeBackupCode {
             challenge_id,
             index,

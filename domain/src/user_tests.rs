@@ -56,6 +56,7 @@ fn sign_in(ok: bool, session: u128) -> UserCommand {
         token_digest: Digest("ab".repeat(32)),
         session_lifetime: Duration::hours(24),
         idle_timeout: Duration::hours(1),
+        setup_only: false,
     }
 }
 
@@ -68,6 +69,7 @@ fn every_user_event_type_is_pinned() {
             token_digest: Digest("ab".repeat(32)),
             expires_at: t(86_400),
             idle_timeout_secs: 3600,
+            scope: None,
         },
         UserEvent::SignInFailed {
             reason: "wrong_password".into(),
@@ -142,6 +144,10 @@ fn every_user_event_type_is_pinned() {
             remaining: 9,
         },
         UserEvent::BackupCodesLow { remaining: 3 },
+        UserEvent::TwoFactorDisabled {
+            factor: crate::two_factor::Factor::BackupCode,
+            totp_step: None,
+        },
     ];
     let encoded: Vec<_> = events
         .iter()
@@ -223,6 +229,7 @@ fn changing_the_password_ends_every_other_session() {
         token_digest: Digest(format!("{id}")),
         expires_at: t(86_400),
         idle_timeout_secs: 3600,
+        scope: None,
     };
     let user = given(&[registered(), started(10), started(11), started(12)]);
     let events = decide(

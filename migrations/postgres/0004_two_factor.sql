@@ -13,3 +13,8 @@ CREATE TABLE two_factor_challenges (
 -- The enrolled second-factor phone number, masked; and the one being enrolled.
 ALTER TABLE users ADD COLUMN two_factor_phone TEXT;
 ALTER TABLE users ADD COLUMN two_factor_pending_phone TEXT;
+
+-- A session limited to enrolling a second factor (the organization's deadline passed).
+ALTER TABLE sessions ADD COLUMN scope TEXT;
+-- The organization's two-factor policy, as JSON.
+ALTER TABLE organizations ADD COLUMN two_factor_policy TEXT;

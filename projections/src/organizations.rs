@@ -35,6 +35,8 @@ pub struct OrganizationRow {
     pub contact: Option<String>,
     pub security_passphrase_set: i64,
     pub port_out_pin_set: i64,
+    /// JSON of the two-factor policy, once set.
+    pub two_factor_policy: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -130,6 +132,10 @@ impl Projector for OrganizationsProjector {
                     .await?;
             }
             OrganizationEvent::SecretChecked { .. } => {}
+            OrganizationEvent::TwoFactorPolicyChanged(policy) => {
+                let json = serde_json::to_string(&policy).ok();
+                set(conn, &id, "two_factor_policy", json, &at).await?;
+            }
         }
         Ok(())
     }
@@ -155,7 +161,7 @@ async fn set(
 
 const SELECT: &str =
     "SELECT organization_id, owner_user_id, company_name, billing_currency, address, contact, \
-     security_passphrase_set, port_out_pin_set, created_at, updated_at FROM organizations";
+     security_passphrase_set, port_out_pin_set, two_factor_policy, created_at, updated_at FROM organizations";
 
 pub async fn get(
     pool: &AnyPool,

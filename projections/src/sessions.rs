@@ -22,6 +22,8 @@ pub struct SessionRow {
     pub expires_at: String,
     pub idle_timeout_secs: i64,
     pub ended_at: Option<String>,
+    /// `two_factor_setup` for a session that may only enroll a second factor.
+    pub scope: Option<String>,
 }
 
 #[async_trait]
@@ -53,10 +55,11 @@ impl Projector for SessionsProjector {
                 token_digest,
                 expires_at,
                 idle_timeout_secs,
+                scope,
             } => {
                 sqlx::query(
                     "INSERT INTO sessions (session_id, user_id, token_digest, created_at, expires_at, \
-                     idle_timeout_secs, ended_at) VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+                     idle_timeout_secs, ended_at, scope) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
                 )
                 .bind(session_id.to_string())
                 .bind(user_id)
@@ -64,6 +67,7 @@ impl Projector for SessionsProjector {
                 .bind(&at)
                 .bind(format_time(expires_at))
                 .bind(idle_timeout_secs)
+                .bind(scope)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -103,7 +107,7 @@ pub async fn find_live(
     now: &str,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     sqlx::query_as::<_, SessionRow>(
-        "SELECT session_id, user_id, token_digest, created_at, expires_at, idle_timeout_secs, ended_at \
+        "SELECT session_id, user_id, token_digest, created_at, expires_at, idle_timeout_secs, ended_at, scope \
          FROM sessions WHERE token_digest = $1 AND ended_at IS NULL AND expires_at > $2",
     )
     .bind(token_digest)
@@ -137,7 +141,7 @@ pub async fn touch(pool: &AnyPool, session_id: &str, now: &str) -> Result<(), sq
 
 pub async fn all(pool: &AnyPool) -> Result<Vec<SessionRow>, sqlx::Error> {
     sqlx::query_as::<_, SessionRow>(
-        "SELECT session_id, user_id, token_digest, created_at, expires_at, idle_timeout_secs, ended_at \
+        "SELECT session_id, user_id, token_digest, created_at, expires_at, idle_timeout_secs, ended_at, scope \
          FROM sessions ORDER BY session_id",
     )
     .fetch_all(pool)

@@ -180,6 +180,16 @@ impl Projector for UsersProjector {
                     .execute(&mut *conn)
                     .await?;
             }
+            UserEvent::TwoFactorDisabled { .. } => {
+                sqlx::query(
+                    "UPDATE users SET two_factor_enabled = 0, two_factor_method = NULL, two_factor_phone = NULL, \
+                     two_factor_pending_phone = NULL, backup_codes_remaining = 0, updated_at = $2 WHERE user_id = $1",
+                )
+                .bind(&user_id)
+                .bind(&at)
+                .execute(&mut *conn)
+                .await?;
+            }
             UserEvent::PasswordChanged { .. }
             | UserEvent::SignInFailed { .. }
             | UserEvent::SessionEnded { .. }

@@ -247,6 +247,12 @@ impl From<TwoFactorError> for ApiError {
                 }
                 err
             }
+            TwoFactorError::CannotBeDisabled => Self::new(
+                StatusCode::FORBIDDEN,
+                "two_factor_cannot_be_disabled",
+                "Two-factor authentication cannot be disabled",
+                detail,
+            ),
             TwoFactorError::NoPhoneEnrolled => Self::new(
                 StatusCode::CONFLICT,
                 "no_phone_enrolled",

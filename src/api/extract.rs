@@ -18,6 +18,17 @@ use warden_projections::{sessions, users};
 use super::error::ApiError;
 use crate::app::AppState;
 
+/// The scope of a session that may only enroll a second factor.
+const SETUP_SCOPE: &str = "two_factor_setup";
+
+/// What an enrollment-only session may do: read itself, enroll, sign out.
+fn setup_may_use(parts: &Parts) -> bool {
+    let path = parts.uri.path();
+    path.starts_with("/v2/users/me/two_factor")
+        || path == "/v2/sessions/current"
+        || (path == "/v2/users/me" && parts.method == axum::http::Method::GET)
+}
+
 /// How often a session's last use is written.
 const ACTIVITY_GRANULARITY_SECS: i64 = 60;
 
@@ -147,6 +158,14 @@ impl FromRequestParts<AppState> for Principal {
         let session = sessions::find_live(&state.db.pool, digest.as_str(), &now_text)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
+        if session.scope.as_deref() == Some(SETUP_SCOPE) && !setup_may_use(parts) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "two_factor_setup_required",
+                "Two-factor set-up required",
+                "Your organization requires two-factor authentication: enroll a second factor, then sign in again.",
+            ));
+        }
         let last = sessions::last_activity(&state.db.pool, &session).await?;
         let last = chrono::DateTime::parse_from_rfc3339(&last)
             .map(|t| t.with_timezone(&chrono::Utc))

@@ -36,7 +36,7 @@ use crate::app::AppState;
         users::get_me, users::patch_me, users::change_email, users::change_password,
         organization::get_org, organization::patch_org, organization::set_passphrase,
         organization::verify_passphrase, organization::set_pin, organization::verify_pin,
-        two_factor::status, two_factor::enroll, two_factor::confirm, two_factor::regenerate,
+        two_factor::status, two_factor::disable, two_factor::enroll, two_factor::confirm, two_factor::regenerate,
         two_factor::verify_challenge, two_factor::send_challenge_code, two_factor::send_step_up_code,
     ),
     components(schemas(
@@ -44,7 +44,7 @@ use crate::app::AppState;
         users::ChangeEmailRequest, users::ChangePasswordRequest,
         organization::PatchOrganizationRequest, organization::SetPassphraseRequest,
         organization::SetPinRequest, organization::VerifyPassphraseRequest, organization::VerifyPinRequest,
-        two_factor::EnrollRequest, two_factor::CodeRequest, two_factor::SendCodeRequest,
+        two_factor::EnrollRequest, two_factor::CodeRequest, two_factor::SendCodeRequest, organization::TwoFactorPolicyRequest,
     )),
     modifiers(&BearerAuth),
 )]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 use warden_commands::accounts::OrganizationChanges;
-use warden_domain::organization::OrgSecret;
+use warden_domain::organization::{OrgSecret, TwoFactorPolicy};
 use warden_domain::values::{
     CurrencyCode, EmailAddress, Passphrase, PhoneNumber, PortOutPin, Text, ValidationError,
 };
@@ -65,6 +65,17 @@ pub struct PatchOrganizationRequest {
     pub contact: Option<Map<String, Value>>,
     /// Immutable: any value other than the current one is refused.
     pub billing_currency: Option<String>,
+    /// Whether members must use 2FA (`required`), from when it can no longer be skipped
+    /// (`enforce_after`, RFC 3339), and whether members may turn it off (`allow_disable`).
+    pub two_factor_policy: Option<TwoFactorPolicyRequest>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TwoFactorPolicyRequest {
+    pub required: bool,
+    pub enforce_after: Option<String>,
+    #[serde(default)]
+    pub allow_disable: bool,
 }
 
 const ADDRESS_FIELDS: &[&str] = &["line1", "line2", "city", "state", "postal_code", "country"];
@@ -148,6 +159,32 @@ pub async fn patch_org(
     let (Ok(company_name), Ok(billing_currency)) = (company_name, currency) else {
         return Err(ApiError::internal(&"validation mismatch"));
     };
+    let policy = body
+        .two_factor_policy
+        .map(|p| -> Result<TwoFactorPolicy, ApiError> {
+            let enforce_after = p
+                .enforce_after
+                .as_deref()
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|_| {
+                            ValidationError::new(
+                                "/two_factor_policy/enforce_after",
+                                "invalid_time",
+                                "must be an RFC 3339 time",
+                            )
+                        })
+                })
+                .transpose()?;
+            Ok(TwoFactorPolicy {
+                required: p.required,
+                enforce_after,
+                allow_disable: p.allow_disable,
+            })
+        })
+        .transpose()?;
+    let meta = meta.by(&principal);
     let position = state
         .accounts
         .update_organization(
@@ -158,10 +195,17 @@ pub async fn patch_org(
                 contact: body.contact.map(Value::Object),
                 billing_currency,
             },
-            &meta.by(&principal),
+            &meta,
         )
         .await?;
     state.caught_up(position).await?;
+    if let Some(policy) = policy {
+        let position = state
+            .accounts
+            .set_two_factor_policy(principal.organization_id, policy, &meta)
+            .await?;
+        state.caught_up(position).await?;
+    }
     get_org(State(state), principal).await
 }
 

@@ -50,7 +50,7 @@ pub async fn sign_in(
                 "token": session.token,
                 "expires_at": format_time(session.expires_at),
                 "user_id": session.user_id,
-                "two_factor_setup_required": false,
+                "two_factor_setup_required": session.two_factor_setup_required,
             })
         }
         SignInOutcome::Challenge {

@@ -1,6 +1,7 @@
 //! Two-factor authentication over HTTP: status, enrollment (authenticator app, SMS, voice
 //! call) and confirmation, backup codes, sent codes, and answering the sign-in challenge.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -22,7 +23,7 @@ use crate::app::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v2/users/me/two_factor", get(status))
+        .route("/v2/users/me/two_factor", get(status).delete(disable))
         .route("/v2/users/me/two_factor/enrollments", post(enroll))
         .route(
             "/v2/users/me/two_factor/enrollments/{id}/actions/confirm",
@@ -383,4 +384,40 @@ pub async fn verify_challenge(
             "two_factor_setup_required": false,
         }})),
     ))
+}
+
+/// Turn 2FA off. Refused (403 `two_factor_cannot_be_disabled`) unless the organization's
+/// policy allows it; then a current factor is required in the body (`code` or
+/// `backup_code`).
+#[utoipa::path(delete, path = "/v2/users/me/two_factor", tag = "Two-factor authentication",
+    request_body = CodeRequest,
+    responses((status = 204, description = "Disabled"),
+              (status = 403, description = "two_factor_cannot_be_disabled"),
+              (status = 422, description = "invalid_code")),
+    security(("bearer" = [])))]
+pub async fn disable(
+    State(state): State<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    // The policy answers first: a refusal needs no code.
+    if !state.two_factor.disable_allowed(principal.user_id).await? {
+        return Err(warden_domain::two_factor::TwoFactorError::CannotBeDisabled.into());
+    }
+    let body: CodeRequest = if body.is_empty() {
+        CodeRequest {
+            code: None,
+            backup_code: None,
+        }
+    } else {
+        super::extract::parse_json(&body)?
+    };
+    let factor = presented(body, true)?;
+    let position = state
+        .two_factor
+        .disable(principal.user_id, &factor, &meta.by(&principal))
+        .await?;
+    state.caught_up(position).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

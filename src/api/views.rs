@@ -52,6 +52,10 @@ pub async fn organization(state: &AppState, organization_id: Uuid) -> ApiResult<
         "contact": parse(row.contact),
         "security_passphrase_set": row.security_passphrase_set != 0,
         "port_out_pin_set": row.port_out_pin_set != 0,
+        "two_factor_policy": row
+            .two_factor_policy
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .unwrap_or_else(|| json!({ "required": false, "allow_disable": false })),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }))

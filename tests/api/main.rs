@@ -13,3 +13,4 @@ mod secrets_never_leak;
 mod sessions;
 mod two_factor;
 mod two_factor_codes;
+mod two_factor_policy;

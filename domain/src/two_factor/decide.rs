@@ -235,3 +235,30 @@ pub fn answer_challenge(
     events.push(session.started(ctx.now));
     Ok(events)
 }
+
+/// Turns 2FA off: only where the organization allows it, and only with a current factor.
+pub fn disable(
+    user: &User,
+    allowed: bool,
+    proof: &Proof,
+    ctx: &Ctx,
+) -> Result<Vec<UserEvent>, UserError> {
+    let tf = &user.two_factor;
+    if !tf.enabled {
+        return Err(TwoFactorError::NotEnabled.into());
+    }
+    if !allowed {
+        return Err(TwoFactorError::CannotBeDisabled.into());
+    }
+    let Authorized {
+        factor,
+        totp_step,
+        mut events,
+    } = authorize_change(tf, Some(proof), ctx.now)?;
+    events.retain(|e| !matches!(e, UserEvent::BackupCodesLow { .. }));
+    events.push(UserEvent::TwoFactorDisabled {
+        factor: factor.unwrap_or(Factor::Totp),
+        totp_step,
+    });
+    Ok(events)
+}

@@ -248,6 +248,8 @@ pub enum TwoFactorError {
     NoPhoneEnrolled,
     #[error("too many codes were sent")]
     TooManyCodeSends { retry_after_secs: i64 },
+    #[error("two-factor authentication cannot be disabled under your organization's policy")]
+    CannotBeDisabled,
 }
 
 pub(crate) fn apply_enrollment_started(tf: &mut TwoFactor, e: &EnrollmentStarted) {
@@ -316,6 +318,18 @@ pub(crate) fn apply_method_changed(tf: &mut TwoFactor, e: &MethodChanged) {
     tf.totp_secret = enrollment.as_ref().and_then(|en| en.totp_secret.clone());
     tf.phone_number = enrollment.and_then(|en| en.phone_number);
     note_step(tf, e.totp_step);
+}
+
+/// 2FA off: factors and backup codes are gone; what guards against replay and abuse
+/// (spent TOTP steps, recent sends, consecutive failures) stays.
+pub(crate) fn apply_disabled(tf: &mut TwoFactor, totp_step: Option<i64>) {
+    note_step(tf, totp_step);
+    *tf = TwoFactor {
+        last_totp_step: tf.last_totp_step,
+        code_sends: std::mem::take(&mut tf.code_sends),
+        consecutive_failures: tf.consecutive_failures,
+        ..TwoFactor::default()
+    };
 }
 
 pub(crate) fn replace_backup_codes(tf: &mut TwoFactor, codes: &Sealed, count: u32) {

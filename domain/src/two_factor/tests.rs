@@ -91,6 +91,7 @@ fn challenge(user: &mut User, id: u128, at: i64) {
             token_digest: Digest("never".into()),
             session_lifetime: Duration::hours(24),
             idle_timeout: Duration::hours(1),
+            setup_only: false,
         },
         at,
     )
@@ -356,6 +357,7 @@ fn a_hundred_consecutive_failures_block_second_factor_sign_in_across_challenges(
             token_digest: Digest("x".into()),
             session_lifetime: Duration::hours(1),
             idle_timeout: Duration::hours(1),
+            setup_only: false,
         },
         &Ctx { now: t(5) },
     );
