@@ -87,6 +87,8 @@ pub enum SignInOutcome {
         challenge_id: Uuid,
         user_id: Uuid,
         expires_at: DateTime<Utc>,
+        /// The enrolled second-factor method (backup codes always work too).
+        method: Option<warden_domain::two_factor::Method>,
         position: Option<i64>,
     },
 }
@@ -186,6 +188,11 @@ impl Accounts {
         let user_id = Uuid::now_v7();
         let user_stream = User::stream_id(user_id);
         let org_stream = Organization::stream_id(organization_id);
+        // A taken address is refused before any key or hash is made for the new user.
+        let claim = email_claim(self.secrets.as_ref(), &cmd.email);
+        if self.pipeline.store().claim_owner(&claim).await?.is_some() {
+            return Err(CommandError::Domain(AccountsError::EmailTaken));
+        }
         let password_hash = self
             .hash_sealed(&user_stream, cmd.password.expose())
             .await?;
@@ -294,6 +301,7 @@ impl Accounts {
                 challenge_id,
                 user_id: executed.state.id.unwrap_or_default(),
                 expires_at: challenge.expires_at,
+                method: executed.state.two_factor.method,
                 position: executed.position,
             });
         }
@@ -428,8 +436,15 @@ impl Accounts {
         Ok(executed.position)
     }
 
-    /// Checks the current password of a user (for sensitive changes).
-    pub async fn check_password(&self, user_id: Uuid, candidate: &str) -> Result<bool> {
+    /// Checks the current password of a signed-in user before a sensitive change. It is
+    /// throttled like sign-in, and a wrong one is recorded (so it counts), so a stolen
+    /// session cannot guess the password.
+    pub async fn check_password(
+        &self,
+        user_id: Uuid,
+        candidate: &str,
+        meta: &Meta,
+    ) -> Result<bool> {
         let loaded = self
             .pipeline
             .load::<User, AccountsError>(&User::stream_id(user_id))
@@ -439,9 +454,23 @@ impl Accounts {
                 UserError::NotFound,
             )));
         }
+        user::check_sign_in_allowed(&loaded.state, self.pipeline.now())
+            .map_err(|e| CommandError::Domain(throttled(e)))?;
         let candidate = Password::for_verification(candidate);
-        self.verify_sealed(loaded.state.password_hash.as_ref(), candidate.expose())
-            .await
+        let ok = self
+            .verify_sealed(loaded.state.password_hash.as_ref(), candidate.expose())
+            .await?;
+        if !ok {
+            self.on_user(user_id, meta, UserCommand::RecordPasswordFailure)
+                .await
+                .map_err(|e| match e {
+                    CommandError::Domain(AccountsError::User(e)) => {
+                        CommandError::Domain(throttled(e))
+                    }
+                    other => other,
+                })?;
+        }
+        Ok(ok)
     }
 
     /// Moves the account to a new address: the new one is claimed and the old released in
@@ -453,7 +482,7 @@ impl Accounts {
         current_password: &str,
         meta: &Meta,
     ) -> Result<Option<i64>> {
-        let ok = self.check_password(user_id, current_password).await?;
+        let ok = self.check_password(user_id, current_password, meta).await?;
         let stream_id = User::stream_id(user_id);
         let sealed = self.seal_text(&stream_id, new_email.as_str()).await?;
         let new_claim = email_claim(self.secrets.as_ref(), &new_email);
@@ -518,7 +547,7 @@ impl Accounts {
         new_password: Password,
         meta: &Meta,
     ) -> Result<Option<i64>> {
-        let ok = self.check_password(user_id, current_password).await?;
+        let ok = self.check_password(user_id, current_password, meta).await?;
         if !ok {
             return Err(CommandError::Domain(AccountsError::User(
                 UserError::WrongPassword,
@@ -593,7 +622,7 @@ impl Accounts {
         current_password: &str,
         meta: &Meta,
     ) -> Result<Option<i64>> {
-        let ok = self.check_password(user_id, current_password).await?;
+        let ok = self.check_password(user_id, current_password, meta).await?;
         if !ok {
             return Err(CommandError::Domain(AccountsError::Organization(
                 OrganizationError::WrongPassword,

@@ -14,8 +14,9 @@ use crate::store::{
     AppendRequest, Claim, EventStore, IdempotencyKey, NewEvent, Snapshot, StreamAppend,
 };
 
-/// How many times a command is decided afresh after losing a version race.
-pub const MAX_ATTEMPTS: usize = 5;
+/// How many times a command is decided afresh after losing a version race. Each retry
+/// waits a short, growing, jittered pause so contenders on one stream spread out.
+pub const MAX_ATTEMPTS: usize = 10;
 /// A snapshot is written once a stream has grown this many events past the last one.
 pub const SNAPSHOT_EVERY: i64 = 100;
 
@@ -180,6 +181,7 @@ impl Pipeline {
         E: std::error::Error + 'static,
         F: FnMut(&A, &Ctx, Plan, i64) -> Result<(Vec<A::Event>, Plan, T), CommandError<E>>,
     {
+        let mut attempt = 0usize;
         for _ in 0..MAX_ATTEMPTS {
             let loaded = self.load::<A, E>(stream_id).await?;
             let ctx = self.ctx();
@@ -205,7 +207,13 @@ impl Pipeline {
                         extra,
                     ));
                 }
-                Err(CommandError::Conflict) => continue,
+                Err(CommandError::Conflict) => {
+                    attempt += 1;
+                    let pause =
+                        rand::Rng::gen_range(&mut rand::thread_rng(), 1..=2 * attempt as u64);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -157,10 +157,12 @@ impl TwoFactorCommands {
             .await
     }
 
-    /// Checks that `cmd` would be accepted now, sends `code` to `to`, then commits `cmd`
-    /// (decided afresh). A refused command sends nothing; a failed send commits nothing.
+    /// Commits `cmd` (which records the code's digest and counts the send), then sends
+    /// `code` to `to`. Committing first makes the daily cap hold under concurrent requests:
+    /// only a committed reservation is ever sent. A refused command sends nothing; a send
+    /// that fails after the commit is reported (503) and still counts.
     #[allow(clippy::too_many_arguments)]
-    async fn send_then_commit(
+    async fn commit_then_send(
         &self,
         user_id: Uuid,
         cmd: UserCommand,
@@ -170,8 +172,8 @@ impl TwoFactorCommands {
         purpose: &str,
         meta: &Meta,
     ) -> Result<crate::Executed<User>> {
-        let state = self.load(user_id).await?;
-        user::decide(&state, cmd.clone(), &self.pipeline.ctx()).map_err(CommandError::Domain)?;
+        let executed = self.run(user_id, &cmd, meta).await?;
+        refuse_failed_step_up(&executed)?;
         let (channel, text) = match channel {
             Method::Call => {
                 let spoken = spaced(&code);
@@ -200,7 +202,7 @@ impl TwoFactorCommands {
                 };
                 CommandError::Secrets(SecretsError::Unavailable(format!("sending failed: {why}")))
             })?;
-        self.run(user_id, &cmd, meta).await
+        Ok(executed)
     }
 
     /// Starts TOTP enrollment: a fresh 160-bit secret, sealed in the event, shown once.
@@ -232,6 +234,7 @@ impl TwoFactorCommands {
             proof,
         };
         let executed = self.run(user_id, &cmd, meta).await?;
+        refuse_failed_step_up(&executed)?;
         let uri = otp::otpauth_uri(&secret, &account);
         Ok(NewEnrollment {
             enrollment_id,
@@ -275,7 +278,7 @@ impl TwoFactorCommands {
             proof,
         };
         let executed = self
-            .send_then_commit(
+            .commit_then_send(
                 user_id,
                 cmd,
                 method,
@@ -362,7 +365,7 @@ impl TwoFactorCommands {
             code_digest: self.code_digest(&code),
         };
         let executed = self
-            .send_then_commit(user_id, cmd, channel, &phone, code, label, meta)
+            .commit_then_send(user_id, cmd, channel, &phone, code, label, meta)
             .await?;
         Ok(executed.position)
     }
@@ -479,6 +482,18 @@ impl TwoFactorCommands {
             return Err(domain(TwoFactorError::NotEnabled));
         }
         let proof = self.prove(&user, presented).await?;
+        // Decide before hashing: a wrong factor is recorded and costs no argon2 work.
+        let now = self.pipeline.now();
+        let two_factor = &user.two_factor;
+        if tf::check_step_up_allowed(two_factor, now).is_err()
+            || !two_factor.accepts(&proof, two_factor.step_up.as_ref(), now)
+        {
+            let executed = self
+                .run(user_id, &UserCommand::RecordStepUpFailure { proof }, meta)
+                .await?;
+            refuse_failed_step_up(&executed)?;
+            return Err(domain(TwoFactorError::InvalidCode));
+        }
         let (codes, sealed, count) = self.new_backup_codes(&User::stream_id(user_id)).await?;
         let cmd = UserCommand::RegenerateBackupCodes {
             proof,
@@ -486,6 +501,7 @@ impl TwoFactorCommands {
             backup_code_count: count,
         };
         let executed = self.run(user_id, &cmd, meta).await?;
+        refuse_failed_step_up(&executed)?;
         Ok(BackupCodes {
             codes,
             position: executed.position,
@@ -586,6 +602,7 @@ impl TwoFactorCommands {
                 meta,
             )
             .await?;
+        refuse_failed_step_up(&executed)?;
         Ok(executed.position)
     }
 }
@@ -593,4 +610,17 @@ impl TwoFactorCommands {
 /// Digits separated for a voice to read one by one.
 fn spaced(code: &str) -> String {
     code.chars().map(String::from).collect::<Vec<_>>().join(" ")
+}
+
+/// A change refused for a wrong current factor was recorded (it counts toward the limits);
+/// the caller gets `InvalidCode`.
+fn refuse_failed_step_up(executed: &crate::Executed<User>) -> Result<()> {
+    if executed
+        .events
+        .iter()
+        .any(|e| e.event_type == "user.two_factor_step_up_failed")
+    {
+        return Err(domain(TwoFactorError::InvalidCode));
+    }
+    Ok(())
 }

@@ -116,6 +116,9 @@ pub enum UserEvent {
     /// Few backup codes remain (so a webhook can warn the user).
     #[serde(rename = "user.backup_codes_low")]
     BackupCodesLow { remaining: u32 },
+    /// A wrong current factor was given to authorize a change; it counts toward the limits.
+    #[serde(rename = "user.two_factor_step_up_failed")]
+    TwoFactorStepUpFailed { factor: Factor },
     /// 2FA was turned off (allowed by the organization's policy, proven by a current factor).
     #[serde(rename = "user.two_factor_disabled")]
     TwoFactorDisabled {
@@ -146,6 +149,7 @@ impl DomainEvent for UserEvent {
             "user.two_factor_challenge_passed",
             "user.backup_code_consumed",
             "user.backup_codes_low",
+            "user.two_factor_step_up_failed",
             "user.two_factor_disabled",
         ]
     }
@@ -257,6 +261,9 @@ impl Aggregate for User {
                 self.two_factor.backup_codes_used.insert(*index);
             }
             UserEvent::BackupCodesLow { .. } => {}
+            UserEvent::TwoFactorStepUpFailed { .. } => {
+                tf::apply_step_up_failed(&mut self.two_factor, recorded_at)
+            }
             UserEvent::TwoFactorDisabled { totp_step, .. } => {
                 tf::apply_disabled(&mut self.two_factor, *totp_step)
             }
@@ -309,6 +316,8 @@ pub enum UserCommand {
     SignOut {
         session_id: Uuid,
     },
+    /// A signed-in user gave a wrong current password (counts like a failed sign-in).
+    RecordPasswordFailure,
     UpdateProfile {
         first_name: Option<Sealed>,
         last_name: Option<Sealed>,
@@ -381,6 +390,10 @@ pub enum UserCommand {
     /// Turn 2FA off: `allowed` by the organization's policy, proven by a current factor.
     DisableTwoFactor {
         allowed: bool,
+        proof: Proof,
+    },
+    /// Record a wrong current factor found before any other work (still wrong now).
+    RecordStepUpFailure {
         proof: Proof,
     },
 }
@@ -481,6 +494,12 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
                 expires_at: ctx.now + session_lifetime,
                 idle_timeout_secs: idle_timeout.num_seconds(),
                 scope: setup_only.then(|| "two_factor_setup".to_owned()),
+            }])
+        }
+        UserCommand::RecordPasswordFailure => {
+            check_sign_in_allowed(user, ctx.now)?;
+            Ok(vec![UserEvent::SignInFailed {
+                reason: "wrong_current_password".into(),
             }])
         }
         UserCommand::SignOut { session_id } => {
@@ -598,6 +617,7 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
             session,
         } => tf::answer_challenge(user, challenge_id, &Proof::Code(code_digest), &session, ctx),
         UserCommand::DisableTwoFactor { allowed, proof } => tf::disable(user, allowed, &proof, ctx),
+        UserCommand::RecordStepUpFailure { proof } => tf::record_step_up_failure(user, &proof, ctx),
         UserCommand::ConsumeBackupCode {
             challenge_id,
             index,

@@ -144,6 +144,9 @@ fn every_user_event_type_is_pinned() {
             remaining: 9,
         },
         UserEvent::BackupCodesLow { remaining: 3 },
+        UserEvent::TwoFactorStepUpFailed {
+            factor: crate::two_factor::Factor::Totp,
+        },
         UserEvent::TwoFactorDisabled {
             factor: crate::two_factor::Factor::BackupCode,
             totp_step: None,

@@ -194,6 +194,7 @@ impl Projector for UsersProjector {
             | UserEvent::SignInFailed { .. }
             | UserEvent::SessionEnded { .. }
             | UserEvent::TwoFactorCodeSent(_)
+            | UserEvent::TwoFactorStepUpFailed { .. }
             | UserEvent::TwoFactorEnrollmentFailed { .. }
             | UserEvent::TwoFactorChallengeStarted { .. }
             | UserEvent::TwoFactorChallengeFailed { .. }

@@ -247,6 +247,11 @@ impl From<TwoFactorError> for ApiError {
                 }
                 err
             }
+            TwoFactorError::TooManyStepUpFailures { retry_after_secs } => Self::too_many(
+                "too_many_requests",
+                TOO_MANY_REQUESTS_DETAIL,
+                retry_after_secs,
+            ),
             TwoFactorError::CannotBeDisabled => Self::new(
                 StatusCode::FORBIDDEN,
                 "two_factor_cannot_be_disabled",

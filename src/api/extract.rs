@@ -152,10 +152,9 @@ impl FromRequestParts<AppState> for Principal {
             return Ok(p.clone());
         }
         let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        let digest = state.secrets.token_digest(token);
         let now = state.now();
         let now_text = format_time(now);
-        let session = sessions::find_live(&state.db.pool, digest.as_str(), &now_text)
+        let (session, last) = live_session(state, token)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         if session.scope.as_deref() == Some(SETUP_SCOPE) && !setup_may_use(parts) {
@@ -165,13 +164,6 @@ impl FromRequestParts<AppState> for Principal {
                 "Two-factor set-up required",
                 "Your organization requires two-factor authentication: enroll a second factor, then sign in again.",
             ));
-        }
-        let last = sessions::last_activity(&state.db.pool, &session).await?;
-        let last = chrono::DateTime::parse_from_rfc3339(&last)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|e| ApiError::internal(&e))?;
-        if last + chrono::Duration::seconds(session.idle_timeout_secs) <= now {
-            return Err(ApiError::unauthorized());
         }
         // Activity is recorded at most once a minute: the idle timeout is exact to a minute
         // and a burst of reads costs no writes.
@@ -190,6 +182,29 @@ impl FromRequestParts<AppState> for Principal {
         parts.extensions.insert(principal.clone());
         Ok(principal)
     }
+}
+
+/// The live session a token opens (not ended, within its lifetime and idle timeout), with
+/// when it was last used.
+pub async fn live_session(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<(sessions::SessionRow, chrono::DateTime<chrono::Utc>)>, ApiError> {
+    let digest = state.secrets.token_digest(token);
+    let now = state.now();
+    let Some(session) =
+        sessions::find_live(&state.db.pool, digest.as_str(), &format_time(now)).await?
+    else {
+        return Ok(None);
+    };
+    let last = sessions::last_activity(&state.db.pool, &session).await?;
+    let last = chrono::DateTime::parse_from_rfc3339(&last)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| ApiError::internal(&e))?;
+    if last + chrono::Duration::seconds(session.idle_timeout_secs) <= now {
+        return Ok(None);
+    }
+    Ok(Some((session, last)))
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, ApiError> {

@@ -15,7 +15,7 @@ use warden_commands::store::{IdempotencyBegin, IdempotencyKey, SavedResponse};
 use warden_domain::Sealed;
 
 use super::error::ApiError;
-use super::extract::{bearer, MAX_BODY};
+use super::extract::{bearer, live_session, MAX_BODY};
 use crate::app::AppState;
 
 /// How long a record is kept.
@@ -53,9 +53,23 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
             )
         })?
         .to_owned();
+    // Keys are per caller: a bearer token (which must still be live, so a dead session
+    // cannot replay a response that held a secret), or an anonymous client's address.
     let scope = match bearer(request.headers()) {
-        Some(token) => format!("token:{}", state.secrets.token_digest(token).0),
-        None => "anonymous".to_owned(),
+        Some(token) => {
+            if live_session(&state, token).await?.is_none() {
+                return Err(ApiError::unauthorized());
+            }
+            format!("token:{}", state.secrets.token_digest(token).0)
+        }
+        None => {
+            let ip = request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_default();
+            format!("anonymous:{ip}")
+        }
     };
     let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, MAX_BODY)

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use warden_commands::accounts::SignInOutcome;
 use warden_domain::chain::format_time;
+use warden_domain::two_factor::Method;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Principal, RequestMeta};
@@ -56,6 +57,7 @@ pub async fn sign_in(
         SignInOutcome::Challenge {
             challenge_id,
             expires_at,
+            method,
             position,
             ..
         } => {
@@ -63,7 +65,11 @@ pub async fn sign_in(
             json!({
                 "record_type": "two_factor_challenge",
                 "challenge_id": challenge_id,
-                "methods": ["totp", "backup_code"],
+                "methods": match method {
+                    Some(Method::Totp) => json!(["totp", "backup_code"]),
+                    Some(Method::Sms | Method::Call) => json!(["sms", "call", "backup_code"]),
+                    None => json!(["backup_code"]),
+                },
                 "expires_at": format_time(expires_at),
             })
         }

@@ -346,3 +346,25 @@ pub async fn spawn_app_with_sink(backend: Backend) -> (TestApp, MessageSink) {
     settings.sender_url = Some(sink.url.clone());
     (spawn_with(settings).await, sink)
 }
+
+impl TestApp {
+    /// The types of events written after `position`.
+    pub async fn event_types_after(&self, position: i64) -> Vec<String> {
+        self.state
+            .store
+            .read_all(position, 10_000)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect()
+    }
+
+    /// Asserts that since `position` only failed-attempt records were written: the refused
+    /// change itself wrote nothing.
+    pub async fn only_failures_since(&self, position: i64) {
+        for t in self.event_types_after(position).await {
+            assert!(t.ends_with("_failed"), "a refused change wrote {t}");
+        }
+    }
+}

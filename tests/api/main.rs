@@ -6,6 +6,7 @@ mod helpers;
 mod accounts;
 mod binary;
 mod broadcast;
+mod hardening;
 mod idempotency;
 mod operations;
 mod organization;

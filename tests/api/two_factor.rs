@@ -246,8 +246,9 @@ async fn many_parallel_attempts_with_one_code_open_exactly_one_session() {
             1,
             "{factor}: {statuses:?}"
         );
+        // The others are refused, or (under extreme contention) asked to retry.
         assert!(
-            statuses.iter().all(|s| *s == 201 || *s == 422),
+            statuses.iter().all(|s| matches!(s, 201 | 422 | 409)),
             "{statuses:?}"
         );
         // Fresh challenges for the next round (the winner's challenge is spent).

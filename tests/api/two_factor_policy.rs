@@ -151,7 +151,11 @@ async fn two_factor_cannot_be_disabled_unless_the_policy_allows_it() {
         )
         .await;
     assert_eq!((r.status.as_u16(), r.code()), (422, "invalid_code"));
-    assert_eq!(app.event_count().await, before, "refusals write nothing");
+    // The wrong code is recorded (it counts toward the limits); nothing else is written.
+    assert_eq!(
+        app.event_types_after(before).await,
+        ["user.two_factor_step_up_failed"]
+    );
     let r = app
         .request(
             Method::DELETE,

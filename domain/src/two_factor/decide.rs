@@ -15,28 +15,40 @@ struct Authorized {
     events: Vec<UserEvent>,
 }
 
+/// The outcome of checking a current factor: granted, or a failure to record (which counts
+/// toward the step-up and consecutive-failure limits) instead of the change.
+enum Authorization {
+    Granted(Authorized),
+    Failed(Vec<UserEvent>),
+}
+
 /// With 2FA on, a change needs a current factor (TOTP, backup code, or a step-up code).
 fn authorize_change(
     tf: &TwoFactor,
     proof: Option<&Proof>,
     now: DateTime<Utc>,
-) -> Result<Authorized, UserError> {
+) -> Result<Authorization, UserError> {
     if !tf.enabled {
-        return Ok(Authorized {
+        return Ok(Authorization::Granted(Authorized {
             factor: None,
             totp_step: None,
             events: vec![],
-        });
+        }));
     }
     let proof = proof.ok_or(TwoFactorError::CurrentFactorRequired)?;
+    check_step_up_allowed(tf, now)?;
     if !tf.accepts(proof, tf.step_up.as_ref(), now) {
-        return Err(TwoFactorError::InvalidCode.into());
+        return Ok(Authorization::Failed(vec![
+            UserEvent::TwoFactorStepUpFailed {
+                factor: proof.factor(),
+            },
+        ]));
     }
-    Ok(Authorized {
+    Ok(Authorization::Granted(Authorized {
         factor: Some(proof.factor()),
         totp_step: proof.totp_step(),
         events: spend_backup_code(tf, proof),
-    })
+    }))
 }
 
 /// A used backup code: consumed, and a warning when few remain.
@@ -74,7 +86,10 @@ pub fn start_enrollment(
         factor: verified_with,
         totp_step,
         mut events,
-    } = authorize_change(tf, proof, ctx.now)?;
+    } = match authorize_change(tf, proof, ctx.now)? {
+        Authorization::Granted(a) => a,
+        Authorization::Failed(events) => return Ok(events),
+    };
     let (phone_number, code_digest) = match phone {
         Some((number, digest)) => (Some(number), Some(digest)),
         None => (None, None),
@@ -154,7 +169,10 @@ pub fn regenerate_backup_codes(
         factor,
         totp_step,
         mut events,
-    } = authorize_change(tf, Some(proof), ctx.now)?;
+    } = match authorize_change(tf, Some(proof), ctx.now)? {
+        Authorization::Granted(a) => a,
+        Authorization::Failed(events) => return Ok(events),
+    };
     events.push(UserEvent::BackupCodesRegenerated {
         factor: factor.unwrap_or(Factor::Totp),
         totp_step,
@@ -254,11 +272,27 @@ pub fn disable(
         factor,
         totp_step,
         mut events,
-    } = authorize_change(tf, Some(proof), ctx.now)?;
+    } = match authorize_change(tf, Some(proof), ctx.now)? {
+        Authorization::Granted(a) => a,
+        Authorization::Failed(events) => return Ok(events),
+    };
     events.retain(|e| !matches!(e, UserEvent::BackupCodesLow { .. }));
     events.push(UserEvent::TwoFactorDisabled {
         factor: factor.unwrap_or(Factor::Totp),
         totp_step,
     });
     Ok(events)
+}
+
+/// A wrong current factor, recorded on its own (the change it was for is not attempted).
+/// If the proof has become acceptable meanwhile, nothing is recorded.
+pub fn record_step_up_failure(
+    user: &User,
+    proof: &Proof,
+    ctx: &Ctx,
+) -> Result<Vec<UserEvent>, UserError> {
+    match authorize_change(&user.two_factor, Some(proof), ctx.now)? {
+        Authorization::Failed(events) => Ok(events),
+        Authorization::Granted(_) => Ok(vec![]),
+    }
 }

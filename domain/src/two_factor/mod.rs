@@ -34,6 +34,10 @@ pub const BACKUP_CODES_LOW: u32 = 3;
 pub const CODE_TTL_SECS: i64 = 5 * 60;
 /// Codes sent to one user per rolling 24 hours.
 pub const CODE_SENDS_PER_DAY: usize = 10;
+/// Wrong current factors (to authorize a change) allowed per rolling window.
+pub const STEP_UP_FAILURES_ALLOWED: usize = 5;
+/// The rolling window for [`STEP_UP_FAILURES_ALLOWED`].
+pub const STEP_UP_WINDOW_SECS: i64 = 15 * 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,6 +143,9 @@ pub struct TwoFactor {
     pub code_sends: Vec<DateTime<Utc>>,
     /// The latest step-up code (proving the current factor before a change).
     pub step_up: Option<SentCode>,
+    /// Recent wrong current factors, newest last (at most [`STEP_UP_FAILURES_ALLOWED`]).
+    #[serde(default)]
+    pub step_up_failures: Vec<DateTime<Utc>>,
 }
 
 impl TwoFactor {
@@ -250,6 +257,8 @@ pub enum TwoFactorError {
     TooManyCodeSends { retry_after_secs: i64 },
     #[error("two-factor authentication cannot be disabled under your organization's policy")]
     CannotBeDisabled,
+    #[error("too many wrong codes")]
+    TooManyStepUpFailures { retry_after_secs: i64 },
 }
 
 pub(crate) fn apply_enrollment_started(tf: &mut TwoFactor, e: &EnrollmentStarted) {
@@ -361,6 +370,16 @@ pub(crate) fn apply_challenge_started(
     );
 }
 
+pub(crate) fn apply_step_up_failed(tf: &mut TwoFactor, at: DateTime<Utc>) {
+    tf.consecutive_failures += 1;
+    tf.step_up_failures.push(at);
+    let excess = tf
+        .step_up_failures
+        .len()
+        .saturating_sub(STEP_UP_FAILURES_ALLOWED);
+    tf.step_up_failures.drain(..excess);
+}
+
 pub(crate) fn apply_challenge_failed(tf: &mut TwoFactor, id: Uuid) {
     if let Some(c) = tf.challenges.get_mut(&id) {
         c.failures += 1;
@@ -371,6 +390,7 @@ pub(crate) fn apply_challenge_failed(tf: &mut TwoFactor, id: Uuid) {
 pub(crate) fn apply_challenge_passed(tf: &mut TwoFactor, e: &ChallengePassed) {
     tf.challenges.remove(&e.challenge_id);
     tf.consecutive_failures = 0;
+    tf.step_up_failures.clear();
     note_step(tf, e.totp_step);
 }
 
@@ -423,6 +443,27 @@ pub fn enrollment_expiry(now: DateTime<Utc>) -> DateTime<Utc> {
 
 pub fn code_expiry(now: DateTime<Utc>) -> DateTime<Utc> {
     now + Duration::seconds(CODE_TTL_SECS)
+}
+
+/// Refuses a step-up when it is blocked, or after too many recent wrong current factors.
+pub fn check_step_up_allowed(tf: &TwoFactor, now: DateTime<Utc>) -> Result<(), TwoFactorError> {
+    if tf.locked() {
+        return Err(TwoFactorError::SecondFactorBlocked);
+    }
+    let window = Duration::seconds(STEP_UP_WINDOW_SECS);
+    let recent: Vec<_> = tf
+        .step_up_failures
+        .iter()
+        .filter(|t| now - **t < window)
+        .collect();
+    match recent.first() {
+        Some(oldest) if recent.len() >= STEP_UP_FAILURES_ALLOWED => {
+            Err(TwoFactorError::TooManyStepUpFailures {
+                retry_after_secs: (window - (now - **oldest)).num_seconds().max(1),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a send when the user already had [`CODE_SENDS_PER_DAY`] in the last 24 hours.

@@ -388,7 +388,9 @@ fn regenerating_backup_codes_needs_a_current_factor_and_voids_the_old_set() {
             },
             2
         ),
-        Err(TwoFactorError::InvalidCode.into()),
+        Ok(vec![UserEvent::TwoFactorStepUpFailed {
+            factor: Factor::Totp
+        }]),
         "a spent step is no proof"
     );
     run(
@@ -556,8 +558,10 @@ fn switching_method_needs_the_current_factor_and_keeps_the_backup_codes() {
     );
     assert_eq!(
         run(&mut user, start(Some(Proof::Totp(Some(100)))), 10),
-        Err(TwoFactorError::InvalidCode.into()),
-        "a spent step"
+        Ok(vec![UserEvent::TwoFactorStepUpFailed {
+            factor: Factor::Totp
+        }]),
+        "a spent step is a recorded failure, not a change"
     );
     run(&mut user, start(Some(Proof::Totp(Some(150)))), 10).unwrap();
     let events = run(
@@ -583,4 +587,36 @@ fn switching_method_needs_the_current_factor_and_keeps_the_backup_codes() {
     );
     assert_eq!(user.two_factor.phone_number, Some(sealed("new-phone")));
     assert_eq!(user.two_factor.totp_secret, None);
+}
+
+#[test]
+fn wrong_current_factors_count_and_five_in_fifteen_minutes_are_refused() {
+    let mut user = enrolled();
+    let regenerate = |step| UserCommand::RegenerateBackupCodes {
+        proof: Proof::Totp(step),
+        backup_codes: sealed("n"),
+        backup_code_count: 10,
+    };
+    for i in 0..5 {
+        let events = run(&mut user, regenerate(None), 10 + i).unwrap();
+        assert_eq!(
+            events,
+            vec![UserEvent::TwoFactorStepUpFailed {
+                factor: Factor::Totp
+            }]
+        );
+    }
+    assert_eq!(
+        user.two_factor.consecutive_failures, 5,
+        "they count toward the 100 lock"
+    );
+    assert!(matches!(
+        run(&mut user, regenerate(Some(500)), 20),
+        Err(UserError::TwoFactor(
+            TwoFactorError::TooManyStepUpFailures { .. }
+        ))
+    ));
+    // Fifteen minutes after the first failure, a right factor works.
+    run(&mut user, regenerate(Some(500)), 10 + STEP_UP_WINDOW_SECS).unwrap();
+    assert_eq!(user.two_factor.backup_codes, Some(sealed("n")));
 }
