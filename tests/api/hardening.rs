@@ -14,30 +14,7 @@ use crate::helpers::*;
 
 async fn totp_user(app: &TestApp) -> (String, String, otp::TotpSecret) {
     let (email, token) = app.owner().await;
-    let r = app
-        .post(
-            "/v2/users/me/two_factor/enrollments",
-            Some(&token),
-            json!({ "method": "totp" }),
-        )
-        .await;
-    let bytes = base32::decode(
-        base32::Alphabet::Rfc4648 { padding: false },
-        r.data()["secret"].as_str().unwrap(),
-    )
-    .unwrap();
-    let secret = otp::TotpSecret::from_bytes(bytes).unwrap();
-    let id = r.data()["enrollment_id"].as_str().unwrap().to_owned();
-    let code = otp::totp_at(&secret, otp::totp_step(app.clock.now()));
-    let r = app
-        .post(
-            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
-            Some(&token),
-            json!({ "code": code }),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    app.clock.advance(Duration::seconds(30));
+    let (secret, _) = enable_totp(app, &token).await;
     (email, token, secret)
 }
 

@@ -368,3 +368,42 @@ impl TestApp {
         }
     }
 }
+
+/// Enrolls and confirms TOTP for the signed-in user; the clock then moves to the next
+/// 30-second step (the confirming one is spent). Returns the secret and the backup codes.
+pub async fn enable_totp(
+    app: &TestApp,
+    token: &str,
+) -> (warden_commands::otp::TotpSecret, Vec<String>) {
+    use warden_commands::{otp, Clock};
+    let r = app
+        .post(
+            "/v2/users/me/two_factor/enrollments",
+            Some(token),
+            json!({ "method": "totp" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let secret_b32 = r.data()["secret"].as_str().expect("secret");
+    let bytes =
+        base32::decode(base32::Alphabet::Rfc4648 { padding: false }, secret_b32).expect("base32");
+    let secret = otp::TotpSecret::from_bytes(bytes).expect("secret length");
+    let id = r.data()["enrollment_id"].as_str().expect("id").to_owned();
+    let code = otp::totp_at(&secret, otp::totp_step(app.clock.now()));
+    let r = app
+        .post(
+            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
+            Some(token),
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let codes = r.data()["backup_codes"]
+        .as_array()
+        .expect("backup codes")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    app.clock.advance(chrono::Duration::seconds(30));
+    (secret, codes)
+}
