@@ -11,7 +11,9 @@
 pub mod aggregate;
 pub mod chain;
 pub mod event;
+pub mod members;
 pub mod organization;
+pub mod permissions;
 pub mod sealed;
 pub mod two_factor;
 pub mod user;

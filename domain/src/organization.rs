@@ -7,6 +7,10 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Ctx};
 use crate::event::DomainEvent;
+use crate::members::{
+    self, GroupCreated, GroupUpdated, InvitationAccepted, InvitationResent, MemberGroupsChanged,
+    SubuserInvited, Team, TeamCommand, TeamError, TeamEvent,
+};
 use crate::sealed::Sealed;
 
 /// Failed passphrase / PIN checks allowed per rolling window before 429.
@@ -55,6 +59,45 @@ pub enum OrganizationEvent {
     /// turn it off.
     #[serde(rename = "organization.two_factor_policy_changed")]
     TwoFactorPolicyChanged(TwoFactorPolicy),
+    #[serde(rename = "organization.permission_group_created")]
+    PermissionGroupCreated(GroupCreated),
+    #[serde(rename = "organization.permission_group_updated")]
+    PermissionGroupUpdated(GroupUpdated),
+    /// The group is gone, and with it its members' permissions from it.
+    #[serde(rename = "organization.permission_group_deleted")]
+    PermissionGroupDeleted { group_id: Uuid },
+    #[serde(rename = "organization.subuser_invited")]
+    SubuserInvited(SubuserInvited),
+    #[serde(rename = "organization.invitation_resent")]
+    InvitationResent(InvitationResent),
+    #[serde(rename = "organization.invitation_revoked")]
+    InvitationRevoked { invitation_id: Uuid },
+    /// The invitee became a sub-user (their `user.registered` is in the same commit).
+    #[serde(rename = "organization.invitation_accepted")]
+    InvitationAccepted(InvitationAccepted),
+    #[serde(rename = "organization.member_groups_changed")]
+    MemberGroupsChanged(MemberGroupsChanged),
+    /// The sub-user left the organization (their `user.removed` is in the same commit).
+    #[serde(rename = "organization.member_removed")]
+    MemberRemoved { user_id: Uuid },
+}
+
+impl From<TeamEvent> for OrganizationEvent {
+    fn from(e: TeamEvent) -> Self {
+        match e {
+            TeamEvent::GroupCreated(e) => Self::PermissionGroupCreated(e),
+            TeamEvent::GroupUpdated(e) => Self::PermissionGroupUpdated(e),
+            TeamEvent::GroupDeleted { group_id } => Self::PermissionGroupDeleted { group_id },
+            TeamEvent::SubuserInvited(e) => Self::SubuserInvited(e),
+            TeamEvent::InvitationResent(e) => Self::InvitationResent(e),
+            TeamEvent::InvitationRevoked { invitation_id } => {
+                Self::InvitationRevoked { invitation_id }
+            }
+            TeamEvent::InvitationAccepted(e) => Self::InvitationAccepted(e),
+            TeamEvent::MemberGroupsChanged(e) => Self::MemberGroupsChanged(e),
+            TeamEvent::MemberRemoved { user_id } => Self::MemberRemoved { user_id },
+        }
+    }
 }
 
 /// The organization's two-factor rules.
@@ -91,6 +134,15 @@ impl DomainEvent for OrganizationEvent {
             "organization.port_out_pin_set",
             "organization.secret_checked",
             "organization.two_factor_policy_changed",
+            "organization.permission_group_created",
+            "organization.permission_group_updated",
+            "organization.permission_group_deleted",
+            "organization.subuser_invited",
+            "organization.invitation_resent",
+            "organization.invitation_revoked",
+            "organization.invitation_accepted",
+            "organization.member_groups_changed",
+            "organization.member_removed",
         ]
     }
 }
@@ -107,9 +159,27 @@ pub struct Organization {
     pub pin_failures: Vec<DateTime<Utc>>,
     #[serde(default)]
     pub two_factor_policy: TwoFactorPolicy,
+    #[serde(default)]
+    pub team: Team,
 }
 
 impl Organization {
+    /// The caller as the team rules see them: the owner holds every permission, a sub-user
+    /// their groups' union; anyone else is no one here.
+    pub fn actor(&self, user_id: Uuid) -> Option<members::Actor> {
+        let permissions = if self.owner_user_id == Some(user_id) {
+            crate::permissions::PermissionSet::all()
+        } else if self.team.members.contains_key(&user_id) {
+            self.team.permissions_of(user_id)
+        } else {
+            return None;
+        };
+        Some(members::Actor {
+            user_id,
+            permissions,
+        })
+    }
+
     pub fn failures(&self, secret: OrgSecret) -> &[DateTime<Utc>] {
         match secret {
             OrgSecret::SecurityPassphrase => &self.passphrase_failures,
@@ -127,6 +197,7 @@ impl Organization {
 
 impl Aggregate for Organization {
     const STREAM_TYPE: &'static str = "organization";
+    const SNAPSHOT_VERSION: i32 = 2;
     type Event = OrganizationEvent;
 
     fn apply(&mut self, event: &OrganizationEvent, recorded_at: DateTime<Utc>) {
@@ -152,6 +223,29 @@ impl Aggregate for Organization {
             }
             OrganizationEvent::TwoFactorPolicyChanged(policy) => {
                 self.two_factor_policy = policy.clone();
+            }
+            OrganizationEvent::PermissionGroupCreated(e) => {
+                members::apply_group_created(&mut self.team, e)
+            }
+            OrganizationEvent::PermissionGroupUpdated(e) => {
+                members::apply_group_updated(&mut self.team, e)
+            }
+            OrganizationEvent::PermissionGroupDeleted { group_id } => {
+                members::apply_group_deleted(&mut self.team, *group_id)
+            }
+            OrganizationEvent::SubuserInvited(e) => members::apply_invited(&mut self.team, e),
+            OrganizationEvent::InvitationResent(e) => members::apply_resent(&mut self.team, e),
+            OrganizationEvent::InvitationRevoked { invitation_id } => {
+                self.team.invitations.remove(invitation_id);
+            }
+            OrganizationEvent::InvitationAccepted(e) => members::apply_accepted(&mut self.team, e),
+            OrganizationEvent::MemberGroupsChanged(e) => {
+                if let Some(member) = self.team.members.get_mut(&e.user_id) {
+                    member.groups = e.permission_group_ids.clone();
+                }
+            }
+            OrganizationEvent::MemberRemoved { user_id } => {
+                self.team.members.remove(user_id);
             }
             OrganizationEvent::SecretChecked { secret, valid } => {
                 let list = match secret {
@@ -184,6 +278,8 @@ pub enum OrganizationError {
     TooManyChecks { retry_after_secs: i64 },
     #[error("only the organization owner may do this")]
     NotOwner,
+    #[error(transparent)]
+    Team(#[from] TeamError),
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +308,8 @@ pub enum OrganizationCommand {
         valid: bool,
     },
     SetTwoFactorPolicy(TwoFactorPolicy),
+    /// Permission groups, invitations and members.
+    Team(TeamCommand),
 }
 
 /// Refuses a check before any hashing work when the secret is throttled.
@@ -305,6 +403,12 @@ pub fn decide(
                 return Ok(vec![]);
             }
             Ok(vec![OrganizationEvent::TwoFactorPolicyChanged(policy)])
+        }
+        OrganizationCommand::Team(cmd) => {
+            Ok(members::decide(&org.team, org.owner_user_id, cmd, ctx)?
+                .into_iter()
+                .map(OrganizationEvent::from)
+                .collect())
         }
     }
 }

@@ -19,6 +19,30 @@ use crate::two_factor::{
 pub const SIGN_IN_FAILURES_ALLOWED: usize = 5;
 /// The rolling window for [`SIGN_IN_FAILURES_ALLOWED`].
 pub const SIGN_IN_FAILURE_WINDOW_SECS: i64 = 60;
+/// API keys one user may hold at once.
+pub const MAX_API_KEYS: usize = 50;
+/// Longest API key name, in characters.
+pub const MAX_API_KEY_NAME: usize = 100;
+
+/// Whether a user may act at all. Removed is final.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    #[default]
+    Enabled,
+    Disabled,
+    Removed,
+}
+
+/// Why a user's second factor was reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TwoFactorResetReason {
+    /// The owner (or a member with `users:manage`) reset it.
+    Administrator,
+    /// The owner lost their factor and proved the passphrase plus an email code.
+    LostDevice,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -126,6 +150,38 @@ pub enum UserEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         totp_step: Option<i64>,
     },
+    /// The second factor and backup codes are gone and the failure count is cleared; the
+    /// user must enroll again at next sign-in. Who did it is in the metadata.
+    #[serde(rename = "user.two_factor_reset")]
+    TwoFactorReset { reason: TwoFactorResetReason },
+    /// The consecutive-failure block was lifted; the factor stays.
+    #[serde(rename = "user.two_factor_unblocked")]
+    TwoFactorUnblocked {},
+    /// Every session ends and API keys stop working until the user is enabled again.
+    #[serde(rename = "user.disabled")]
+    Disabled {},
+    #[serde(rename = "user.enabled")]
+    Enabled {},
+    /// The sub-user left the organization: sessions and API keys end for good.
+    #[serde(rename = "user.removed")]
+    Removed {},
+    /// Only the key's digest and a display prefix are kept.
+    #[serde(rename = "user.api_key_created")]
+    ApiKeyCreated {
+        key_id: Uuid,
+        name: String,
+        prefix: String,
+        key_digest: Digest,
+    },
+    /// A fresh secret replaced the key's old one, which stops working at once.
+    #[serde(rename = "user.api_key_rotated")]
+    ApiKeyRotated {
+        key_id: Uuid,
+        prefix: String,
+        key_digest: Digest,
+    },
+    #[serde(rename = "user.api_key_revoked")]
+    ApiKeyRevoked { key_id: Uuid },
 }
 
 impl DomainEvent for UserEvent {
@@ -151,6 +207,14 @@ impl DomainEvent for UserEvent {
             "user.backup_codes_low",
             "user.two_factor_step_up_failed",
             "user.two_factor_disabled",
+            "user.two_factor_reset",
+            "user.two_factor_unblocked",
+            "user.disabled",
+            "user.enabled",
+            "user.removed",
+            "user.api_key_created",
+            "user.api_key_rotated",
+            "user.api_key_revoked",
         ]
     }
 }
@@ -169,11 +233,19 @@ pub struct User {
     pub recent_sign_in_failures: Vec<DateTime<Utc>>,
     #[serde(default)]
     pub two_factor: TwoFactor,
+    #[serde(default)]
+    pub status: UserStatus,
+    /// Live API keys: id → display prefix.
+    #[serde(default)]
+    pub api_keys: BTreeMap<Uuid, String>,
+    /// The second factor was reset: the next sign-in may only enroll one.
+    #[serde(default)]
+    pub must_enroll: bool,
 }
 
 impl Aggregate for User {
     const STREAM_TYPE: &'static str = "user";
-    const SNAPSHOT_VERSION: i32 = 2;
+    const SNAPSHOT_VERSION: i32 = 3;
     type Event = UserEvent;
 
     fn apply(&mut self, event: &UserEvent, recorded_at: DateTime<Utc>) {
@@ -223,7 +295,10 @@ impl Aggregate for User {
             UserEvent::TwoFactorEnrollmentFailed { .. } => {
                 tf::apply_enrollment_failed(&mut self.two_factor)
             }
-            UserEvent::TwoFactorEnabled(e) => tf::apply_enabled(&mut self.two_factor, e),
+            UserEvent::TwoFactorEnabled(e) => {
+                tf::apply_enabled(&mut self.two_factor, e);
+                self.must_enroll = false;
+            }
             UserEvent::TwoFactorCodeSent(e) => {
                 tf::apply_code_sent(&mut self.two_factor, e, recorded_at)
             }
@@ -267,6 +342,33 @@ impl Aggregate for User {
             UserEvent::TwoFactorDisabled { totp_step, .. } => {
                 tf::apply_disabled(&mut self.two_factor, *totp_step)
             }
+            UserEvent::TwoFactorReset { .. } => {
+                self.two_factor = TwoFactor {
+                    // Steps accepted before stay spent.
+                    last_totp_step: self.two_factor.last_totp_step,
+                    code_sends: std::mem::take(&mut self.two_factor.code_sends),
+                    ..TwoFactor::default()
+                };
+                self.must_enroll = true;
+            }
+            UserEvent::TwoFactorUnblocked {} => self.two_factor.consecutive_failures = 0,
+            UserEvent::Disabled {} => {
+                self.status = UserStatus::Disabled;
+                self.sessions.clear();
+            }
+            UserEvent::Enabled {} => self.status = UserStatus::Enabled,
+            UserEvent::Removed {} => {
+                self.status = UserStatus::Removed;
+                self.sessions.clear();
+                self.api_keys.clear();
+            }
+            UserEvent::ApiKeyCreated { key_id, prefix, .. }
+            | UserEvent::ApiKeyRotated { key_id, prefix, .. } => {
+                self.api_keys.insert(*key_id, prefix.clone());
+            }
+            UserEvent::ApiKeyRevoked { key_id } => {
+                self.api_keys.remove(key_id);
+            }
         }
     }
 }
@@ -283,6 +385,14 @@ pub enum UserError {
     TooManySignInAttempts { retry_after_secs: i64 },
     #[error("no such session")]
     SessionNotFound,
+    #[error("this user is disabled or removed")]
+    Inactive,
+    #[error("a user may hold at most {MAX_API_KEYS} API keys")]
+    TooManyApiKeys,
+    #[error("an API key name must be 1 to {MAX_API_KEY_NAME} characters")]
+    InvalidApiKeyName,
+    #[error("no such API key")]
+    ApiKeyNotFound,
     #[error(transparent)]
     TwoFactor(#[from] TwoFactorError),
 }
@@ -396,6 +506,27 @@ pub enum UserCommand {
     RecordStepUpFailure {
         proof: Proof,
     },
+    ResetTwoFactor {
+        reason: TwoFactorResetReason,
+    },
+    UnblockTwoFactor,
+    Disable,
+    Enable,
+    Remove,
+    CreateApiKey {
+        key_id: Uuid,
+        name: String,
+        prefix: String,
+        key_digest: Digest,
+    },
+    RotateApiKey {
+        key_id: Uuid,
+        prefix: String,
+        key_digest: Digest,
+    },
+    RevokeApiKey {
+        key_id: Uuid,
+    },
 }
 
 /// The session a passed challenge opens.
@@ -440,6 +571,15 @@ pub fn check_sign_in_allowed(user: &User, now: DateTime<Utc>) -> Result<(), User
 pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>, UserError> {
     if user.id.is_none() && !matches!(cmd, UserCommand::Register { .. }) {
         return Err(UserError::NotFound);
+    }
+    if user.status == UserStatus::Removed
+        || (user.status == UserStatus::Disabled
+            && !matches!(
+                cmd,
+                UserCommand::Enable | UserCommand::Disable | UserCommand::Remove
+            ))
+    {
+        return Err(UserError::Inactive);
     }
     match cmd {
         UserCommand::Register {
@@ -493,7 +633,7 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
                 token_digest,
                 expires_at: ctx.now + session_lifetime,
                 idle_timeout_secs: idle_timeout.num_seconds(),
-                scope: setup_only.then(|| "two_factor_setup".to_owned()),
+                scope: (setup_only || user.must_enroll).then(|| "two_factor_setup".to_owned()),
             }])
         }
         UserCommand::RecordPasswordFailure => {
@@ -623,6 +763,72 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
             index,
             session,
         } => tf::answer_challenge(user, challenge_id, &Proof::BackupCode(index), &session, ctx),
+        UserCommand::ResetTwoFactor { reason } => {
+            if !user.two_factor.enabled && user.two_factor.enrollment.is_none() && user.must_enroll
+            {
+                return Ok(vec![]);
+            }
+            Ok(vec![UserEvent::TwoFactorReset { reason }])
+        }
+        UserCommand::UnblockTwoFactor => Ok(if user.two_factor.consecutive_failures == 0 {
+            vec![]
+        } else {
+            vec![UserEvent::TwoFactorUnblocked {}]
+        }),
+        UserCommand::Disable => Ok(if user.status == UserStatus::Disabled {
+            vec![]
+        } else {
+            vec![UserEvent::Disabled {}]
+        }),
+        UserCommand::Enable => Ok(if user.status == UserStatus::Enabled {
+            vec![]
+        } else {
+            vec![UserEvent::Enabled {}]
+        }),
+        UserCommand::Remove => Ok(vec![UserEvent::Removed {}]),
+        UserCommand::CreateApiKey {
+            key_id,
+            name,
+            prefix,
+            key_digest,
+        } => {
+            let name = name.trim().to_owned();
+            if name.is_empty()
+                || name.chars().count() > MAX_API_KEY_NAME
+                || name.chars().any(char::is_control)
+            {
+                return Err(UserError::InvalidApiKeyName);
+            }
+            if user.api_keys.len() >= MAX_API_KEYS {
+                return Err(UserError::TooManyApiKeys);
+            }
+            Ok(vec![UserEvent::ApiKeyCreated {
+                key_id,
+                name,
+                prefix,
+                key_digest,
+            }])
+        }
+        UserCommand::RotateApiKey {
+            key_id,
+            prefix,
+            key_digest,
+        } => {
+            if !user.api_keys.contains_key(&key_id) {
+                return Err(UserError::ApiKeyNotFound);
+            }
+            Ok(vec![UserEvent::ApiKeyRotated {
+                key_id,
+                prefix,
+                key_digest,
+            }])
+        }
+        UserCommand::RevokeApiKey { key_id } => {
+            if !user.api_keys.contains_key(&key_id) {
+                return Err(UserError::ApiKeyNotFound);
+            }
+            Ok(vec![UserEvent::ApiKeyRevoked { key_id }])
+        }
     }
 }
 

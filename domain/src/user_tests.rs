@@ -151,6 +151,25 @@ fn every_user_event_type_is_pinned() {
             factor: crate::two_factor::Factor::BackupCode,
             totp_step: None,
         },
+        UserEvent::TwoFactorReset {
+            reason: TwoFactorResetReason::Administrator,
+        },
+        UserEvent::TwoFactorUnblocked {},
+        UserEvent::Disabled {},
+        UserEvent::Enabled {},
+        UserEvent::Removed {},
+        UserEvent::ApiKeyCreated {
+            key_id: uid(40),
+            name: "CI deploys".into(),
+            prefix: "wdn_k_AbCdEf".into(),
+            key_digest: Digest("ab".repeat(32)),
+        },
+        UserEvent::ApiKeyRotated {
+            key_id: uid(40),
+            prefix: "wdn_k_GhIjKl".into(),
+            key_digest: Digest("ef".repeat(32)),
+        },
+        UserEvent::ApiKeyRevoked { key_id: uid(40) },
     ];
     let encoded: Vec<_> = events
         .iter()
