@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use warden_commands::accounts::{Accounts, SessionPolicy};
+use warden_commands::members::Members;
 use warden_commands::two_factor::TwoFactorCommands;
 use warden_commands::{Clock, EventStore, Pipeline, Secrets};
 use warden_infra::db::{Backend, Database};
+use warden_projections::members::MembersProjector;
 use warden_projections::organizations::OrganizationsProjector;
 use warden_projections::sessions::SessionsProjector;
 use warden_projections::users::UsersProjector;
@@ -38,6 +40,7 @@ pub struct Inner {
     pub pipeline: Pipeline,
     pub accounts: Accounts,
     pub two_factor: TwoFactorCommands,
+    pub members: Members,
     pub projections: Projections,
     pub relay_wake: Arc<Notify>,
     /// How far the relay has durably published.
@@ -98,6 +101,7 @@ impl Core {
             Arc::new(UsersProjector::new(secrets.clone())),
             Arc::new(SessionsProjector),
             Arc::new(OrganizationsProjector::new(secrets.clone())),
+            Arc::new(MembersProjector::new(secrets.clone())),
         ];
         let projections = Projections::new(db.pool.clone(), store.clone(), projectors);
         let projections = match db.backend {
@@ -134,8 +138,13 @@ impl Application {
         let sender = settings
             .sender()
             .context("configuring the message sender")?;
-        let two_factor =
-            TwoFactorCommands::new(pipeline.clone(), core.secrets.clone(), sender, policy);
+        let two_factor = TwoFactorCommands::new(
+            pipeline.clone(),
+            core.secrets.clone(),
+            sender.clone(),
+            policy,
+        );
+        let members = Members::new(pipeline.clone(), core.secrets.clone(), sender, policy);
         let metrics = api::metrics::install()
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -165,6 +174,7 @@ impl Application {
             pipeline,
             accounts,
             two_factor,
+            members,
             projections: core.projections,
             relay_wake,
             relayed: relay.position,

@@ -316,7 +316,8 @@ impl Accounts {
                 .copied()
                 .unwrap_or(now + policy.lifetime),
             position: executed.position,
-            two_factor_setup_required: setup.is_some(),
+            // Required by the organization, or the user's factor was reset.
+            two_factor_setup_required: setup.is_some() || executed.state.must_enroll,
         }))
     }
 
@@ -678,6 +679,8 @@ fn throttled(e: UserError) -> AccountsError {
         UserError::TooManySignInAttempts { retry_after_secs } => {
             AccountsError::TooManyLoginAttempts { retry_after_secs }
         }
+        // A disabled or removed user signs in no more than a stranger does, and learns no more.
+        UserError::Inactive => AccountsError::InvalidCredentials,
         other => AccountsError::User(other),
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod error;
+pub mod members;
 pub mod otp;
 pub mod pipeline;
 pub mod ports;

@@ -209,11 +209,60 @@ impl Pipeline {
                 }
                 Err(CommandError::Conflict) => {
                     attempt += 1;
-                    let pause =
-                        rand::Rng::gen_range(&mut rand::thread_rng(), 1..=2 * attempt as u64);
-                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                    back_off(attempt).await;
                     continue;
                 }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CommandError::Conflict)
+    }
+
+    /// Runs one command that changes two aggregates at once (an organization and one of its
+    /// users): both are loaded, `decide` sees both, and both appends commit together with
+    /// their expected versions, or the whole command is decided again.
+    pub async fn execute_pair<A, B, E, F>(
+        &self,
+        a_stream: &str,
+        b_stream: &str,
+        meta: &Meta,
+        mut decide: F,
+    ) -> Result<PairExecuted<A, B>, CommandError<E>>
+    where
+        A: Aggregate,
+        B: Aggregate,
+        E: std::error::Error + 'static,
+        F: FnMut(
+            &A,
+            &B,
+            &Ctx,
+            &mut Plan,
+        ) -> Result<(Vec<A::Event>, Vec<B::Event>), CommandError<E>>,
+    {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let a = self.load::<A, E>(a_stream).await?;
+            let b = self.load::<B, E>(b_stream).await?;
+            let ctx = self.ctx();
+            let mut plan = Plan::new();
+            let (a_events, b_events) = decide(&a.state, &b.state, &ctx, &mut plan)?;
+            plan.push::<A>(a_stream, a.version, &a_events)?
+                .push::<B>(b_stream, b.version, &b_events)?;
+            match self.commit(plan, meta, ctx.now).await {
+                Ok((_, position)) => {
+                    let (mut a_state, mut b_state) = (a.state, b.state);
+                    for e in &a_events {
+                        a_state.apply(e, ctx.now);
+                    }
+                    for e in &b_events {
+                        b_state.apply(e, ctx.now);
+                    }
+                    return Ok(PairExecuted {
+                        first: a_state,
+                        second: b_state,
+                        position,
+                    });
+                }
+                Err(CommandError::Conflict) => back_off(attempt).await,
                 Err(e) => return Err(e),
             }
         }
@@ -255,6 +304,20 @@ impl Pipeline {
             tracing::warn!(stream_id, error = %e, "snapshot not saved");
         }
     }
+}
+
+/// A short, growing, jittered pause before deciding again after a lost race.
+async fn back_off(attempt: usize) {
+    let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=2 * attempt as u64);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+}
+
+/// The outcome of [`Pipeline::execute_pair`]: both states after the command.
+#[derive(Debug, Clone)]
+pub struct PairExecuted<A, B> {
+    pub first: A,
+    pub second: B,
+    pub position: Option<i64>,
 }
 
 /// Encodes events for tests and tools that build requests by hand.

@@ -131,7 +131,17 @@ impl Projector for OrganizationsProjector {
                     .execute(&mut *conn)
                     .await?;
             }
-            OrganizationEvent::SecretChecked { .. } => {}
+            // People and groups are the members model's.
+            OrganizationEvent::SecretChecked { .. }
+            | OrganizationEvent::PermissionGroupCreated(_)
+            | OrganizationEvent::PermissionGroupUpdated(_)
+            | OrganizationEvent::PermissionGroupDeleted { .. }
+            | OrganizationEvent::SubuserInvited(_)
+            | OrganizationEvent::InvitationResent(_)
+            | OrganizationEvent::InvitationRevoked { .. }
+            | OrganizationEvent::InvitationAccepted(_)
+            | OrganizationEvent::MemberGroupsChanged(_)
+            | OrganizationEvent::MemberRemoved { .. } => {}
             OrganizationEvent::TwoFactorPolicyChanged(policy) => {
                 let json = serde_json::to_string(&policy).ok();
                 set(conn, &id, "two_factor_policy", json, &at).await?;

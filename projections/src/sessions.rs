@@ -93,6 +93,15 @@ impl Projector for SessionsProjector {
                 .execute(&mut *conn)
                 .await?;
             }
+            UserEvent::Disabled {} | UserEvent::Removed {} => {
+                sqlx::query(
+                    "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
+                )
+                .bind(user_id)
+                .bind(&at)
+                .execute(&mut *conn)
+                .await?;
+            }
             _ => {}
         }
         Ok(())

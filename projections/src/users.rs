@@ -42,6 +42,8 @@ pub struct UserRow {
     pub backup_codes_remaining: i64,
     /// The enrolled phone number, masked.
     pub two_factor_phone: Option<String>,
+    /// Consecutive wrong second factors.
+    pub two_factor_failures: i64,
 }
 
 #[async_trait]
@@ -190,16 +192,56 @@ impl Projector for UsersProjector {
                 .execute(&mut *conn)
                 .await?;
             }
+            UserEvent::TwoFactorReset { .. } => {
+                sqlx::query(
+                    "UPDATE users SET two_factor_enabled = 0, two_factor_method = NULL, two_factor_phone = NULL, \
+                     two_factor_pending_phone = NULL, backup_codes_remaining = 0, two_factor_failures = 0, \
+                     updated_at = $2 WHERE user_id = $1",
+                )
+                .bind(&user_id)
+                .bind(&at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            // The same count the aggregate keeps: wrong second factors since the last right one.
+            UserEvent::TwoFactorChallengeFailed { .. }
+            | UserEvent::TwoFactorStepUpFailed { .. } => {
+                sqlx::query(
+                    "UPDATE users SET two_factor_failures = two_factor_failures + 1 WHERE user_id = $1",
+                )
+                .bind(&user_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            UserEvent::TwoFactorChallengePassed(_) | UserEvent::TwoFactorUnblocked {} => {
+                sqlx::query("UPDATE users SET two_factor_failures = 0 WHERE user_id = $1")
+                    .bind(&user_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            UserEvent::Disabled {} | UserEvent::Enabled {} | UserEvent::Removed {} => {
+                let status = match e {
+                    UserEvent::Disabled {} => "disabled",
+                    UserEvent::Enabled {} => "enabled",
+                    _ => "removed",
+                };
+                sqlx::query("UPDATE users SET status = $2, updated_at = $3 WHERE user_id = $1")
+                    .bind(&user_id)
+                    .bind(status)
+                    .bind(&at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             UserEvent::PasswordChanged { .. }
             | UserEvent::SignInFailed { .. }
             | UserEvent::SessionEnded { .. }
             | UserEvent::TwoFactorCodeSent(_)
-            | UserEvent::TwoFactorStepUpFailed { .. }
             | UserEvent::TwoFactorEnrollmentFailed { .. }
             | UserEvent::TwoFactorChallengeStarted { .. }
-            | UserEvent::TwoFactorChallengeFailed { .. }
-            | UserEvent::TwoFactorChallengePassed(_)
-            | UserEvent::BackupCodesLow { .. } => {}
+            | UserEvent::BackupCodesLow { .. }
+            | UserEvent::ApiKeyCreated { .. }
+            | UserEvent::ApiKeyRotated { .. }
+            | UserEvent::ApiKeyRevoked { .. } => {}
         }
         Ok(())
     }
@@ -208,13 +250,25 @@ impl Projector for UsersProjector {
 const SELECT: &str =
     "SELECT user_id, organization_id, role, email, first_name, last_name, phone_number, \
      status, created_at, updated_at, last_sign_in_at, two_factor_enabled, two_factor_method, \
-     backup_codes_remaining, two_factor_phone FROM users";
+     backup_codes_remaining, two_factor_phone, two_factor_failures FROM users";
 
 pub async fn get(pool: &AnyPool, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as::<_, UserRow>(&format!("{SELECT} WHERE user_id = $1"))
         .bind(user_id)
         .fetch_optional(pool)
         .await
+}
+
+/// An organization's members (owner first, then sub-users by joining time); removed ones
+/// are gone.
+pub async fn members(pool: &AnyPool, organization_id: &str) -> Result<Vec<UserRow>, sqlx::Error> {
+    sqlx::query_as::<_, UserRow>(&format!(
+        "{SELECT} WHERE organization_id = $1 AND status <> 'removed' \
+         ORDER BY CASE WHEN role = 'organization_owner' THEN 0 ELSE 1 END, created_at, user_id"
+    ))
+    .bind(organization_id)
+    .fetch_all(pool)
+    .await
 }
 
 /// Every row, in a stable order (for rebuild comparisons and exports).

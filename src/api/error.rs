@@ -5,9 +5,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use warden_commands::accounts::AccountsError;
+use warden_commands::members::MembersError;
 use warden_commands::ports::SecretsError;
 use warden_commands::{CommandError, StoreError};
+use warden_domain::members::TeamError;
 use warden_domain::organization::OrganizationError;
+use warden_domain::permissions::Permission;
 use warden_domain::two_factor::TwoFactorError;
 use warden_domain::user::UserError;
 use warden_domain::values::ValidationError;
@@ -80,6 +83,20 @@ impl ApiError {
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "Not permitted", detail)
+    }
+
+    /// 403 naming the permission the caller lacks.
+    pub fn missing_permission(permission: Permission) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Not permitted",
+            format!("This needs the permission {permission}, which you do not hold."),
+        )
+    }
+
+    fn conflict(code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, title, detail)
     }
 
     pub fn not_found() -> Self {
@@ -189,6 +206,14 @@ impl From<UserError> for ApiError {
                 retry_after_secs,
             ),
             UserError::TwoFactor(e) => e.into(),
+            // Acting on a disabled or removed user is like acting on nobody.
+            UserError::Inactive | UserError::ApiKeyNotFound => Self::not_found(),
+            UserError::TooManyApiKeys => {
+                Self::conflict("too_many_api_keys", "Too many API keys", e.to_string())
+            }
+            UserError::InvalidApiKeyName => {
+                ValidationError::new("/name", "invalid_value", e.to_string()).into()
+            }
         }
     }
 }
@@ -311,6 +336,68 @@ impl From<OrganizationError> for ApiError {
             OrganizationError::NotOwner => {
                 Self::forbidden("Only the organization owner may do this.")
             }
+            OrganizationError::Team(e) => e.into(),
+        }
+    }
+}
+
+impl From<TeamError> for ApiError {
+    fn from(e: TeamError) -> Self {
+        let detail = e.to_string();
+        match e {
+            TeamError::GroupNotFound { group_id } => Self::validation(vec![ValidationError::new(
+                "/permission_group_ids",
+                "unknown_permission_group",
+                format!("There is no permission group {group_id} in this organization."),
+            )]),
+            TeamError::GroupNameTaken => {
+                Self::conflict("permission_group_name_taken", "Name already in use", detail)
+            }
+            TeamError::InvalidGroupName => {
+                ValidationError::new("/name", "invalid_value", detail).into()
+            }
+            TeamError::TooManyGroups => Self::conflict(
+                "too_many_permission_groups",
+                "Too many permission groups",
+                detail,
+            ),
+            TeamError::PermissionNotHeld { permission } => Self::missing_permission(permission),
+            TeamError::InvitationNotFound | TeamError::MemberNotFound => Self::not_found(),
+            TeamError::InvitationInvalid => Self::new(
+                StatusCode::NOT_FOUND,
+                "invitation_invalid",
+                "Invitation invalid",
+                "This invitation token is invalid, was replaced, or has expired.",
+            ),
+            TeamError::AlreadyInvited => Self {
+                status: StatusCode::CONFLICT,
+                errors: vec![ErrorItem {
+                    code: "already_invited",
+                    title: "Already invited",
+                    detail,
+                    source: Some(Source {
+                        pointer: "/email".into(),
+                    }),
+                }],
+                retry_after_secs: None,
+            },
+            TeamError::TooManyInvitations => {
+                Self::conflict("too_many_invitations", "Too many invitations", detail)
+            }
+            TeamError::CannotActOnOwner => Self::forbidden(
+                "Nobody can remove, disable, regroup or reset the organization owner.",
+            ),
+        }
+    }
+}
+
+impl From<MembersError> for ApiError {
+    fn from(e: MembersError) -> Self {
+        match e {
+            MembersError::NotAMember => Self::unauthorized(),
+            MembersError::EmailTaken => AccountsError::EmailTaken.into(),
+            MembersError::Organization(e) => e.into(),
+            MembersError::User(e) => e.into(),
         }
     }
 }

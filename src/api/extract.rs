@@ -8,12 +8,14 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
+use warden_commands::members::Caller;
 use warden_commands::pipeline::Meta;
 use warden_commands::store::IdempotencyKey;
 use warden_domain::chain::format_time;
+use warden_domain::permissions::{Permission, PermissionSet};
 use warden_domain::values::ValidationError;
 use warden_domain::EventMetadata;
-use warden_projections::{sessions, users};
+use warden_projections::{members, sessions, users};
 
 use super::error::ApiError;
 use crate::app::AppState;
@@ -114,13 +116,16 @@ pub fn all_valid(
     }
 }
 
-/// Who is calling: a signed-in user (session token). API keys come with organizations.
+/// Who is calling: a signed-in user (session token) or an API key acting as its user, with
+/// the permissions they hold right now.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: Uuid,
     pub organization_id: Uuid,
     pub role: String,
     pub session_id: Option<Uuid>,
+    pub api_key_id: Option<Uuid>,
+    pub permissions: PermissionSet,
 }
 
 impl Principal {
@@ -129,7 +134,26 @@ impl Principal {
     }
 
     pub fn actor(&self) -> String {
-        format!("user:{}", self.user_id)
+        match self.api_key_id {
+            Some(key) => format!("user:{}/api_key:{key}", self.user_id),
+            None => format!("user:{}", self.user_id),
+        }
+    }
+
+    /// 403 unless the caller holds `permission`.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.permissions.allows(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::missing_permission(permission))
+        }
+    }
+
+    pub fn caller(&self) -> Caller {
+        Caller {
+            user_id: self.user_id,
+            organization_id: self.organization_id,
+        }
     }
 }
 
@@ -144,6 +168,39 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// What a bearer token opens.
+pub enum Credential {
+    Session {
+        session: sessions::SessionRow,
+        last_used: chrono::DateTime<chrono::Utc>,
+    },
+    ApiKey(members::ApiKeyRow),
+}
+
+impl Credential {
+    fn user_id(&self) -> &str {
+        match self {
+            Credential::Session { session, .. } => &session.user_id,
+            Credential::ApiKey(key) => &key.user_id,
+        }
+    }
+}
+
+/// The live session or unrevoked API key a token opens, if its user is enabled.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Option<Credential>, ApiError> {
+    let credential = match live_session(state, token).await? {
+        Some((session, last_used)) => Credential::Session { session, last_used },
+        None => {
+            let digest = state.secrets.token_digest(token);
+            match members::find_api_key(&state.db.pool, digest.as_str()).await? {
+                Some(key) => Credential::ApiKey(key),
+                None => return Ok(None),
+            }
+        }
+    };
+    Ok(Some(credential))
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -154,30 +211,62 @@ impl FromRequestParts<AppState> for Principal {
         let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         let now = state.now();
         let now_text = format_time(now);
-        let (session, last) = live_session(state, token)
+        let credential = authenticate(state, token)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        if session.scope.as_deref() == Some(SETUP_SCOPE) && !setup_may_use(parts) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "two_factor_setup_required",
-                "Two-factor set-up required",
-                "Your organization requires two-factor authentication: enroll a second factor, then sign in again.",
-            ));
-        }
-        // Activity is recorded at most once a minute: the idle timeout is exact to a minute
-        // and a burst of reads costs no writes.
-        if now - last >= chrono::Duration::seconds(ACTIVITY_GRANULARITY_SECS) {
-            sessions::touch(&state.db.pool, &session.session_id, &now_text).await?;
-        }
-        let user = users::get(&state.db.pool, &session.user_id)
+        let user = users::get(&state.db.pool, credential.user_id())
             .await?
+            .filter(|u| u.status == "enabled")
             .ok_or_else(ApiError::unauthorized)?;
+        let (session_id, api_key_id) = match &credential {
+            Credential::Session { session, last_used } => {
+                if session.scope.as_deref() == Some(SETUP_SCOPE) && !setup_may_use(parts) {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::FORBIDDEN,
+                        "two_factor_setup_required",
+                        "Two-factor set-up required",
+                        "Your organization requires two-factor authentication: enroll a second factor, then sign in again.",
+                    ));
+                }
+                // Activity is recorded at most once a minute: the idle timeout is exact to a
+                // minute and a burst of reads costs no writes.
+                if now - *last_used >= chrono::Duration::seconds(ACTIVITY_GRANULARITY_SECS) {
+                    sessions::touch(&state.db.pool, &session.session_id, &now_text).await?;
+                }
+                (Some(parse_uuid(&session.session_id)?), None)
+            }
+            Credential::ApiKey(key) => {
+                let stale = match members::api_key_last_used(&state.db.pool, &key.key_id).await? {
+                    Some(last) => {
+                        parse_time(&last)?
+                            < now - chrono::Duration::seconds(ACTIVITY_GRANULARITY_SECS)
+                    }
+                    None => true,
+                };
+                if stale {
+                    members::touch_api_key(&state.db.pool, &key.key_id, &now_text).await?;
+                }
+                (None, Some(parse_uuid(&key.key_id)?))
+            }
+        };
+        let permissions = if user.role == "organization_owner" {
+            PermissionSet::all()
+        } else {
+            let mut set = PermissionSet::default();
+            for list in members::group_permissions(&state.db.pool, &user.user_id).await? {
+                let granted: PermissionSet =
+                    serde_json::from_str(&list).map_err(|e| ApiError::internal(&e))?;
+                set.extend(&granted);
+            }
+            set
+        };
         let principal = Principal {
             user_id: parse_uuid(&user.user_id)?,
             organization_id: parse_uuid(&user.organization_id)?,
             role: user.role,
-            session_id: Some(parse_uuid(&session.session_id)?),
+            session_id,
+            api_key_id,
+            permissions,
         };
         parts.extensions.insert(principal.clone());
         Ok(principal)
@@ -197,14 +286,17 @@ pub async fn live_session(
     else {
         return Ok(None);
     };
-    let last = sessions::last_activity(&state.db.pool, &session).await?;
-    let last = chrono::DateTime::parse_from_rfc3339(&last)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| ApiError::internal(&e))?;
+    let last = parse_time(&sessions::last_activity(&state.db.pool, &session).await?)?;
     if last + chrono::Duration::seconds(session.idle_timeout_secs) <= now {
         return Ok(None);
     }
     Ok(Some((session, last)))
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| ApiError::internal(&e))
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, ApiError> {

@@ -15,7 +15,7 @@ use warden_commands::store::{IdempotencyBegin, IdempotencyKey, SavedResponse};
 use warden_domain::Sealed;
 
 use super::error::ApiError;
-use super::extract::{bearer, live_session, MAX_BODY};
+use super::extract::{authenticate, bearer, MAX_BODY};
 use crate::app::AppState;
 
 /// How long a record is kept.
@@ -57,7 +57,7 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     // cannot replay a response that held a secret), or an anonymous client's address.
     let scope = match bearer(request.headers()) {
         Some(token) => {
-            if live_session(&state, token).await?.is_none() {
+            if authenticate(&state, token).await?.is_none() {
                 return Err(ApiError::unauthorized());
             }
             format!("token:{}", state.secrets.token_digest(token).0)

@@ -2,13 +2,17 @@
 //! shared middleware (request ids, tracing, metrics, idempotency, body limits, panics → 500).
 
 pub mod accounts;
+pub mod api_keys;
+pub mod authz;
 pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod members;
 pub mod metrics;
 pub mod ops;
 pub mod organization;
+pub mod paging;
 pub mod sessions;
 pub mod two_factor;
 pub mod users;
@@ -38,6 +42,12 @@ use crate::app::AppState;
         organization::verify_passphrase, organization::set_pin, organization::verify_pin,
         two_factor::status, two_factor::disable, two_factor::enroll, two_factor::confirm, two_factor::regenerate,
         two_factor::verify_challenge, two_factor::send_challenge_code, two_factor::send_step_up_code,
+        members::permissions, members::list_groups, members::create_group, members::get_group,
+        members::update_group, members::delete_group, members::invite, members::list_invitations,
+        members::get_invitation, members::revoke_invitation, members::resend_invitation,
+        members::accept_invitation, members::list_members, members::groups_report, members::get_member,
+        members::set_member_groups, members::member_action,
+        api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
     ),
     components(schemas(
         accounts::SignUpRequest, sessions::SignInRequest, users::PatchMeRequest,
@@ -45,6 +55,8 @@ use crate::app::AppState;
         organization::PatchOrganizationRequest, organization::SetPassphraseRequest,
         organization::SetPinRequest, organization::VerifyPassphraseRequest, organization::VerifyPinRequest,
         two_factor::EnrollRequest, two_factor::CodeRequest, two_factor::SendCodeRequest, organization::TwoFactorPolicyRequest,
+        members::GroupRequest, members::InviteRequest, members::AcceptRequest, members::MemberGroupsRequest,
+        api_keys::CreateApiKeyRequest,
     )),
     modifiers(&BearerAuth),
 )]
@@ -83,9 +95,12 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(organization::router())
         .merge(two_factor::router())
+        .merge(members::router())
+        .merge(api_keys::router())
         .merge(ops::router())
         .merge(docs::router())
         .merge(metrics::router(state.metrics.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authz::middleware))
         .fallback(|| async { error::ApiError::not_found() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(axum::middleware::from_fn(metrics::track))
