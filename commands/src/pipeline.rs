@@ -11,7 +11,7 @@ use warden_domain::{Aggregate, Ctx, DomainEvent, EventMetadata, RecordedEvent};
 use crate::error::CommandError;
 use crate::ports::Clock;
 use crate::store::{
-    AppendRequest, Claim, EventStore, IdempotencyKey, NewEvent, Snapshot, StreamAppend,
+    AppendRequest, Claim, EventStore, IdempotencyLease, NewEvent, Snapshot, StreamAppend,
 };
 
 /// How many times a command is decided afresh after losing a version race. Each retry
@@ -91,7 +91,7 @@ impl Plan {
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
     pub metadata: EventMetadata,
-    pub idempotency: Option<IdempotencyKey>,
+    pub idempotency: Option<IdempotencyLease>,
 }
 
 #[derive(Clone)]

@@ -40,6 +40,16 @@ pub struct IdempotencyKey {
     pub key: String,
 }
 
+/// An idempotency record as held by the one request that started it (or took it over):
+/// its key and the fresh owner token [`EventStore::idempotency_begin`] stored in it.
+/// Finishing, abandoning and the append's commit mark take effect only while the record
+/// still carries this token, so a request whose record was taken over changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyLease {
+    pub key: IdempotencyKey,
+    pub owner: String,
+}
+
 /// Everything one command writes, in one transaction: all or nothing.
 #[derive(Debug, Clone, Default)]
 pub struct AppendRequest {
@@ -52,7 +62,9 @@ pub struct AppendRequest {
     /// Claim keys to give up (only those owned by a stream in this request are released).
     pub released_claims: Vec<String>,
     /// Marks this idempotency record as having committed its effect, atomically with it.
-    pub idempotency: Option<IdempotencyKey>,
+    /// The append fails with [`StoreError::IdempotencyLeaseLost`] (writing nothing) unless
+    /// the record still belongs to this lease and no other owner committed it.
+    pub idempotency: Option<IdempotencyLease>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,17 +95,27 @@ pub struct SavedResponse {
 /// What to do with a request that carries an `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyBegin {
-    /// First time: run it; the record is now in flight.
-    Started,
-    /// The first request with this key is still running.
+    /// First time (or the first request was abandoned long ago): run it under this lease;
+    /// the record is now in flight.
+    Started(IdempotencyLease),
+    /// The first request with this key is still running (it may have committed already).
     InFlight,
     /// Finished before: answer with this.
     Replay(SavedResponse),
     /// The same key came with a different body.
     Mismatch,
-    /// The first request committed its effect but its response was lost (a crash between
-    /// commit and save): it must not run again.
+    /// The first request committed its effect but its response was lost (it stopped between
+    /// commit and save, and its record is older than `stale_after`): it must not run again.
     CommittedWithoutResponse,
+}
+
+/// What [`EventStore::idempotency_abandon`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdempotencyAbandon {
+    /// Nothing had committed: the record is gone, so a retry runs afresh.
+    Dropped,
+    /// The request's effect had already committed: the record stays, so it never runs twice.
+    Committed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,6 +134,11 @@ pub enum StoreError {
     Backend(String),
     #[error("a stored event is unreadable: {0}")]
     Corrupt(String),
+    /// The request no longer holds its idempotency record: a later request with the same
+    /// key took it over (it looked abandoned), or another owner committed it. Nothing was
+    /// written.
+    #[error("the request no longer holds its idempotency record")]
+    IdempotencyLeaseLost,
 }
 
 #[async_trait]
@@ -150,7 +177,8 @@ pub trait EventStore: Send + Sync + 'static {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
 
     /// Claims an idempotency record (`INSERT … ON CONFLICT DO NOTHING`), or reports its state.
-    /// An in-flight record older than `stale_after` that never committed is taken over.
+    /// An in-flight record older than `stale_after` that never committed is taken over. Either
+    /// way the record gets a fresh random owner token, returned in the lease.
     async fn idempotency_begin(
         &self,
         key: &IdempotencyKey,
@@ -158,14 +186,20 @@ pub trait EventStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         stale_after: chrono::Duration,
     ) -> Result<IdempotencyBegin, StoreError>;
-    /// Saves the final response of a started record.
+    /// Saves the final response of a started record; [`StoreError::IdempotencyLeaseLost`]
+    /// if the lease no longer holds it (nothing is saved then).
     async fn idempotency_finish(
         &self,
-        key: &IdempotencyKey,
+        lease: &IdempotencyLease,
         response: SavedResponse,
     ) -> Result<(), StoreError>;
-    /// Drops a started record that did not commit anything (a 5xx), so a retry may run.
-    async fn idempotency_abandon(&self, key: &IdempotencyKey) -> Result<(), StoreError>;
+    /// Drops a started record that did not commit anything (a 5xx), so a retry may run; a
+    /// record whose effect committed stays. [`StoreError::IdempotencyLeaseLost`] if the lease
+    /// no longer holds it.
+    async fn idempotency_abandon(
+        &self,
+        lease: &IdempotencyLease,
+    ) -> Result<IdempotencyAbandon, StoreError>;
     /// Deletes records older than `before`; returns how many.
     async fn idempotency_purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Any, AnyPool, Row, Transaction};
 use warden_commands::store::{
-    AppendOutcome, AppendRequest, EventStore, IdempotencyBegin, IdempotencyKey, SavedResponse,
-    Snapshot, StoreError,
+    AppendOutcome, AppendRequest, EventStore, IdempotencyAbandon, IdempotencyBegin, IdempotencyKey,
+    IdempotencyLease, SavedResponse, Snapshot, StoreError,
 };
 use warden_domain::chain::RawEvent;
 use warden_domain::RecordedEvent;
@@ -301,14 +301,17 @@ macro_rules! delegate_event_store {
 
             async fn idempotency_finish(
                 &self,
-                key: &IdempotencyKey,
+                lease: &IdempotencyLease,
                 response: SavedResponse,
             ) -> Result<(), StoreError> {
-                self.core.idempotency_finish(key, response).await
+                self.core.idempotency_finish(lease, response).await
             }
 
-            async fn idempotency_abandon(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
-                self.core.idempotency_abandon(key).await
+            async fn idempotency_abandon(
+                &self,
+                lease: &IdempotencyLease,
+            ) -> Result<IdempotencyAbandon, StoreError> {
+                self.core.idempotency_abandon(lease).await
             }
 
             async fn idempotency_purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

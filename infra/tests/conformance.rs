@@ -12,8 +12,8 @@ use serde_json::json;
 use sqlx::{Connection, Executor, Row};
 use uuid::Uuid;
 use warden_commands::store::{
-    AppendRequest, Claim, EventStore, IdempotencyBegin, IdempotencyKey, NewEvent, SavedResponse,
-    Snapshot, StoreError, StreamAppend,
+    AppendRequest, Claim, EventStore, IdempotencyAbandon, IdempotencyBegin, IdempotencyKey,
+    IdempotencyLease, NewEvent, SavedResponse, Snapshot, StoreError, StreamAppend,
 };
 use warden_domain::chain::{format_time, GENESIS};
 use warden_domain::EventMetadata;
@@ -163,6 +163,7 @@ conformance!(
     an_unreadable_row_is_corrupt_not_a_panic,
     snapshots_only_move_forward,
     idempotency_records_walk_their_state_machine,
+    a_taken_over_idempotency_record_is_lost_to_its_old_owner,
     read_all_pages_in_global_order_and_head_follows,
     an_append_waits_for_a_slower_writer_holding_the_append_lock,
 );
@@ -356,19 +357,16 @@ async fn a_conflict_in_a_later_stream_rolls_back_the_whole_request(t: &TestDb) {
         stream("s1", 0, events(2, 1)),
     ]);
     req.claims.push(claim("phone:+15550100", "s2"));
-    req.idempotency = Some(IdempotencyKey {
+    let key = IdempotencyKey {
         scope: "user:x".into(),
         key: "k".into(),
-    });
-    store
-        .idempotency_begin(
-            req.idempotency.as_ref().unwrap(),
-            "h",
-            t0(),
-            chrono::Duration::seconds(60),
-        )
-        .await
-        .unwrap();
+    };
+    req.idempotency = Some(started(
+        store
+            .idempotency_begin(&key, "h", t0(), chrono::Duration::seconds(60))
+            .await
+            .unwrap(),
+    ));
     let err = store.append(req.clone()).await.unwrap_err();
     assert!(
         matches!(&err, StoreError::VersionConflict { stream_id, expected: 0, actual: 1 } if stream_id == "s1"),
@@ -380,12 +378,7 @@ async fn a_conflict_in_a_later_stream_rolls_back_the_whole_request(t: &TestDb) {
     // The idempotency mark was rolled back with it: the record is still in flight.
     assert_eq!(
         store
-            .idempotency_begin(
-                req.idempotency.as_ref().unwrap(),
-                "h",
-                t0(),
-                chrono::Duration::seconds(60)
-            )
+            .idempotency_begin(&key, "h", t0(), chrono::Duration::seconds(60))
             .await
             .unwrap(),
         IdempotencyBegin::InFlight
@@ -752,6 +745,20 @@ async fn snapshots_only_move_forward(t: &TestDb) {
     assert_eq!(store.load_snapshot("user-1").await.unwrap(), None);
 }
 
+/// The lease of a begin that started (or took over) its record.
+fn started(begin: IdempotencyBegin) -> IdempotencyLease {
+    match begin {
+        IdempotencyBegin::Started(lease) => lease,
+        other => panic!("expected Started, got {other:?}"),
+    }
+}
+
+fn keyed(events: Vec<NewEvent>, version: i64, lease: &IdempotencyLease) -> AppendRequest {
+    let mut req = request(vec![stream("s1", version, events)]);
+    req.idempotency = Some(lease.clone());
+    req
+}
+
 async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
     let store = t.store.as_ref();
     let stale = chrono::Duration::seconds(60);
@@ -762,13 +769,13 @@ async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
     };
     let k = key("k1");
 
-    assert_eq!(
+    let first = started(
         store
             .idempotency_begin(&k, "h1", at(0), stale)
             .await
             .unwrap(),
-        IdempotencyBegin::Started
     );
+    assert_eq!(first.key, k);
     assert_eq!(
         store
             .idempotency_begin(&k, "h1", at(1), stale)
@@ -788,22 +795,25 @@ async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
         scope: "user:2".into(),
         key: "k1".into(),
     };
-    assert_eq!(
+    let other = started(
         store
             .idempotency_begin(&other_scope, "h2", at(1), stale)
             .await
             .unwrap(),
-        IdempotencyBegin::Started
+    );
+    assert_ne!(
+        other.owner, first.owner,
+        "every start gets a fresh owner token"
     );
 
-    // A crashed first attempt goes stale and is taken over, once.
-    assert_eq!(
+    // A crashed first attempt goes stale and is taken over, once, under a new owner.
+    let lease = started(
         store
             .idempotency_begin(&k, "h1", at(120), stale)
             .await
             .unwrap(),
-        IdempotencyBegin::Started
     );
+    assert_ne!(lease.owner, first.owner);
     assert_eq!(
         store
             .idempotency_begin(&k, "h1", at(121), stale)
@@ -812,17 +822,18 @@ async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
         IdempotencyBegin::InFlight
     );
 
-    // The append marks it committed atomically with its events.
-    let mut req = request(vec![stream("s1", 0, events(1, 1))]);
-    req.idempotency = Some(k.clone());
-    store.append(req).await.unwrap();
+    // The append marks it committed atomically with its events. While its owner may still
+    // be finishing, a retry is told it is in flight; once stale, that the response is lost.
+    store.append(keyed(events(1, 1), 0, &lease)).await.unwrap();
     assert_eq!(
         store
             .idempotency_begin(&k, "h1", at(122), stale)
             .await
             .unwrap(),
-        IdempotencyBegin::CommittedWithoutResponse
+        IdempotencyBegin::InFlight
     );
+    // A second append of the same request (one command, two commits) is still its own.
+    store.append(keyed(events(2, 1), 1, &lease)).await.unwrap();
     // Even long after: a committed effect never runs twice, and abandon keeps it.
     assert_eq!(
         store
@@ -831,10 +842,20 @@ async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
             .unwrap(),
         IdempotencyBegin::CommittedWithoutResponse
     );
-    store.idempotency_abandon(&k).await.unwrap();
+    assert_eq!(
+        store.idempotency_abandon(&lease).await.unwrap(),
+        IdempotencyAbandon::Committed
+    );
     assert_eq!(
         store
             .idempotency_begin(&k, "h1", at(123), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::InFlight
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h1", at(10_001), stale)
             .await
             .unwrap(),
         IdempotencyBegin::CommittedWithoutResponse
@@ -847,12 +868,13 @@ async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
         IdempotencyBegin::Mismatch
     );
 
+    // Its owner saves the final answer (after a 5xx, the one that says so).
     let response = SavedResponse {
         status: 201,
         body: vec![0, 159, 146, 150, 255, b'{'],
     };
     store
-        .idempotency_finish(&k, response.clone())
+        .idempotency_finish(&lease, response.clone())
         .await
         .unwrap();
     assert_eq!(
@@ -862,10 +884,29 @@ async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
             .unwrap(),
         IdempotencyBegin::Replay(response.clone())
     );
-    // The commit mark of a later append cannot demote a finished record.
-    let mut req = request(vec![stream("s1", 1, events(2, 1))]);
-    req.idempotency = Some(k.clone());
-    store.append(req).await.unwrap();
+    // A finished record takes no further effect, and keeps its answer.
+    let head = store.head_position().await.unwrap();
+    assert_eq!(
+        store
+            .append(keyed(events(3, 1), 2, &lease))
+            .await
+            .unwrap_err(),
+        StoreError::IdempotencyLeaseLost
+    );
+    assert_eq!(store.head_position().await.unwrap(), head);
+    assert_eq!(
+        store
+            .idempotency_finish(
+                &lease,
+                SavedResponse {
+                    status: 200,
+                    body: vec![],
+                },
+            )
+            .await
+            .unwrap_err(),
+        StoreError::IdempotencyLeaseLost
+    );
     assert_eq!(
         store
             .idempotency_begin(&k, "h1", at(125), stale)
@@ -876,34 +917,34 @@ async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
 
     // A 5xx with nothing committed: abandon, and the retry runs.
     let k2 = key("k2");
-    assert_eq!(
+    let lease2 = started(
         store
             .idempotency_begin(&k2, "h", at(200), stale)
             .await
             .unwrap(),
-        IdempotencyBegin::Started
     );
-    store.idempotency_abandon(&k2).await.unwrap();
     assert_eq!(
+        store.idempotency_abandon(&lease2).await.unwrap(),
+        IdempotencyAbandon::Dropped
+    );
+    started(
         store
             .idempotency_begin(&k2, "h", at(201), stale)
             .await
             .unwrap(),
-        IdempotencyBegin::Started
     );
 
     // A finished response with an empty body replays as empty.
     let k3 = key("k3");
-    assert_eq!(
+    let lease3 = started(
         store
             .idempotency_begin(&k3, "h", at(300), stale)
             .await
             .unwrap(),
-        IdempotencyBegin::Started
     );
     store
         .idempotency_finish(
-            &k3,
+            &lease3,
             SavedResponse {
                 status: 204,
                 body: vec![],
@@ -925,12 +966,11 @@ async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
     // Purge goes by creation time: k1 and other_scope (t0+0/1) and k2 (t0+200) but not k3.
     assert_eq!(store.idempotency_purge(at(250)).await.unwrap(), 3);
     assert_eq!(store.idempotency_purge(at(250)).await.unwrap(), 0);
-    assert_eq!(
+    started(
         store
             .idempotency_begin(&k, "h2", at(400), stale)
             .await
             .unwrap(),
-        IdempotencyBegin::Started
     );
     assert!(matches!(
         store
@@ -939,6 +979,134 @@ async fn idempotency_records_walk_their_state_machine(t: &TestDb) {
             .unwrap(),
         IdempotencyBegin::Replay(_)
     ));
+}
+
+/// A slow first request whose record went stale and was taken over by a retry cannot
+/// finish, abandon or commit it any more: its append writes nothing, and the retry's
+/// record is left as the retry made it.
+async fn a_taken_over_idempotency_record_is_lost_to_its_old_owner(t: &TestDb) {
+    let store = t.store.as_ref();
+    let stale = chrono::Duration::seconds(60);
+    let at = |secs| t0() + chrono::Duration::seconds(secs);
+    let k = IdempotencyKey {
+        scope: "user:1".into(),
+        key: "slow".into(),
+    };
+    let response = |status| SavedResponse {
+        status,
+        body: vec![status as u8],
+    };
+    let old = started(
+        store
+            .idempotency_begin(&k, "h", at(0), stale)
+            .await
+            .unwrap(),
+    );
+    let new = started(
+        store
+            .idempotency_begin(&k, "h", at(61), stale)
+            .await
+            .unwrap(),
+    );
+    assert_ne!(old.owner, new.owner);
+
+    // The old owner can no longer commit, save or release anything.
+    let lost = StoreError::IdempotencyLeaseLost;
+    assert_eq!(
+        store
+            .append(keyed(events(1, 1), 0, &old))
+            .await
+            .unwrap_err(),
+        lost
+    );
+    assert_stream_is_empty(store, "s1").await;
+    assert_eq!(store.head_position().await.unwrap(), 0);
+    assert_eq!(
+        store
+            .idempotency_finish(&old, response(201))
+            .await
+            .unwrap_err(),
+        lost
+    );
+    assert_eq!(store.idempotency_abandon(&old).await.unwrap_err(), lost);
+    // … so the record is still the new owner's, in flight.
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h", at(62), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::InFlight
+    );
+
+    // The new owner commits; the old one still cannot commit a second effect.
+    store.append(keyed(events(1, 1), 0, &new)).await.unwrap();
+    assert_eq!(
+        store
+            .append(keyed(events(2, 1), 1, &old))
+            .await
+            .unwrap_err(),
+        lost
+    );
+    assert_eq!(store.head_position().await.unwrap(), 1);
+    assert_eq!(store.idempotency_abandon(&old).await.unwrap_err(), lost);
+    assert_eq!(
+        store
+            .idempotency_finish(&old, response(500))
+            .await
+            .unwrap_err(),
+        lost
+    );
+    store.idempotency_finish(&new, response(201)).await.unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(&k, "h", at(63), stale)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Replay(response(201))
+    );
+
+    // A record abandoned by its new owner is not the old owner's to finish either.
+    let k2 = IdempotencyKey {
+        scope: "user:1".into(),
+        key: "slow-2".into(),
+    };
+    let old = started(
+        store
+            .idempotency_begin(&k2, "h", at(0), stale)
+            .await
+            .unwrap(),
+    );
+    let new = started(
+        store
+            .idempotency_begin(&k2, "h", at(61), stale)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        store.idempotency_abandon(&new).await.unwrap(),
+        IdempotencyAbandon::Dropped
+    );
+    assert_eq!(
+        store
+            .idempotency_finish(&old, response(201))
+            .await
+            .unwrap_err(),
+        lost
+    );
+    assert_eq!(
+        store
+            .append(keyed(events(2, 1), 1, &old))
+            .await
+            .unwrap_err(),
+        lost
+    );
+    assert_eq!(store.head_position().await.unwrap(), 1);
+    started(
+        store
+            .idempotency_begin(&k2, "h", at(62), stale)
+            .await
+            .unwrap(),
+    );
 }
 
 async fn read_all_pages_in_global_order_and_head_follows(t: &TestDb) {

@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warden_commands::store::{
-    AppendOutcome, AppendRequest, EventStore, IdempotencyBegin, IdempotencyKey, NewEvent,
-    SavedResponse, Snapshot, StoreError, StreamAppend,
+    AppendOutcome, AppendRequest, EventStore, IdempotencyAbandon, IdempotencyBegin, IdempotencyKey,
+    IdempotencyLease, NewEvent, SavedResponse, Snapshot, StoreError, StreamAppend,
 };
 use warden_domain::chain::RawEvent;
 use warden_domain::{EventMetadata, RecordedEvent};
@@ -148,12 +148,15 @@ impl EventStore for MemStore {
     }
     async fn idempotency_finish(
         &self,
-        _: &IdempotencyKey,
+        _: &IdempotencyLease,
         _: SavedResponse,
     ) -> Result<(), StoreError> {
         Err(unsupported())
     }
-    async fn idempotency_abandon(&self, _: &IdempotencyKey) -> Result<(), StoreError> {
+    async fn idempotency_abandon(
+        &self,
+        _: &IdempotencyLease,
+    ) -> Result<IdempotencyAbandon, StoreError> {
         Err(unsupported())
     }
     async fn idempotency_purge(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {

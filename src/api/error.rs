@@ -119,6 +119,16 @@ impl ApiError {
         e
     }
 
+    /// 409: another request with this Idempotency-Key is being processed.
+    pub fn idempotency_key_in_use() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_use",
+            "Idempotency key in use",
+            "A request with this Idempotency-Key is still being processed.",
+        )
+    }
+
     pub fn unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -453,6 +463,9 @@ impl From<StoreError> for ApiError {
                 "Conflict",
                 "The value is already taken.",
             ),
+            // This request ran so long that a retry with its Idempotency-Key took the
+            // record over; that retry is the one that runs, so this one changed nothing.
+            StoreError::IdempotencyLeaseLost => Self::idempotency_key_in_use(),
             other => Self::internal(&other),
         }
     }

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 use warden_commands::members::Caller;
 use warden_commands::pipeline::Meta;
-use warden_commands::store::IdempotencyKey;
+use warden_commands::store::IdempotencyLease;
 use warden_domain::chain::format_time;
 use warden_domain::permissions::{Permission, PermissionSet};
 use warden_domain::values::ValidationError;
@@ -341,13 +341,13 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(512).collect());
-        let idempotency = parts.extensions.get::<IdempotencyKey>().cloned();
+        let idempotency = parts.extensions.get::<IdempotencyLease>().cloned();
         Ok(Self(Meta {
             metadata: EventMetadata {
                 actor: None,
                 correlation_id: correlation_id(&parts.headers),
                 causation_id: None,
-                idempotency_key: idempotency.as_ref().map(|k| k.key.clone()),
+                idempotency_key: idempotency.as_ref().map(|l| l.key.key.clone()),
                 ip,
                 user_agent,
             },

@@ -3,6 +3,16 @@
 //! first is running, 409 `idempotency_key_in_use`. The record is keyed by who asks (the
 //! bearer token's digest, or `anonymous`), its effect is marked in the same transaction as
 //! the events, and the saved response is sealed at rest (it may hold a token).
+//!
+//! Each run holds the record under a fresh owner token (its lease): if it runs so long that
+//! a retry takes the record over, its own commit, save or release fails and changes nothing.
+//!
+//! A 5xx that wrote nothing releases the key, so a retry runs afresh. A 5xx after the effect
+//! committed (the read models lagged, a code could not be sent) must not run again, and
+//! replaying a 5xx would only invite endless retries: the key's final answer becomes 409
+//! `idempotency_key_committed`, which says the request took effect and its response was
+//! lost, so read the resource instead. A request whose owner stopped between commit and
+//! save gets the same answer once its record is stale.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -11,7 +21,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Duration;
 use sha2::{Digest as _, Sha256};
-use warden_commands::store::{IdempotencyBegin, IdempotencyKey, SavedResponse};
+use warden_commands::store::{
+    IdempotencyAbandon, IdempotencyBegin, IdempotencyKey, IdempotencyLease, SavedResponse,
+};
 use warden_domain::Sealed;
 
 use super::error::ApiError;
@@ -92,8 +104,8 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
             Duration::seconds(STALE_AFTER_SECS),
         )
         .await?;
-    match begin {
-        IdempotencyBegin::Started => {}
+    let lease = match begin {
+        IdempotencyBegin::Started(lease) => lease,
         IdempotencyBegin::Replay(saved) => return replay(&state, saved).await,
         IdempotencyBegin::Mismatch => {
             return Err(ApiError::new(
@@ -103,40 +115,63 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
                 "This Idempotency-Key was already used with a different request.",
             ))
         }
-        IdempotencyBegin::InFlight | IdempotencyBegin::CommittedWithoutResponse => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_in_use",
-                "Idempotency key in use",
-                "A request with this Idempotency-Key is still being processed.",
-            ))
-        }
-    }
+        IdempotencyBegin::InFlight => return Err(ApiError::idempotency_key_in_use()),
+        IdempotencyBegin::CommittedWithoutResponse => return Err(committed_without_response()),
+    };
     let mut request = Request::from_parts(parts, Body::from(bytes));
-    request.extensions_mut().insert(id.clone());
+    request.extensions_mut().insert(lease.clone());
     let response = next.run(request).await;
     let status = response.status();
     if status.is_server_error() {
-        state.store.idempotency_abandon(&id).await?;
+        if state.store.idempotency_abandon(&lease).await? == IdempotencyAbandon::Committed {
+            // The effect is written; only its answer failed. Retries must learn that.
+            let (parts, body) = committed_without_response().into_response().into_parts();
+            let body = to_bytes(body, MAX_RESPONSE)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            save(&state, &lease, parts.status, &body).await?;
+        }
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
     let body = to_bytes(body, MAX_RESPONSE)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let sealed = state.secrets.seal(SUBJECT, &body).await?;
+    save(&state, &lease, status, &body).await?;
+    Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+/// Seals and saves the key's final answer.
+async fn save(
+    state: &AppState,
+    lease: &IdempotencyLease,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let sealed = state.secrets.seal(SUBJECT, body).await?;
     let stored = serde_json::to_vec(&sealed).map_err(|e| ApiError::internal(&e))?;
     state
         .store
         .idempotency_finish(
-            &id,
+            lease,
             SavedResponse {
                 status: status.as_u16(),
                 body: stored,
             },
         )
         .await?;
-    Ok(Response::from_parts(parts, Body::from(body)))
+    Ok(())
+}
+
+/// 409 for a key whose request took effect but whose response was lost: final, not "retry".
+fn committed_without_response() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_key_committed",
+        "Idempotency key already committed",
+        "The original request with this Idempotency-Key took effect, but its response was \
+         lost. Do not retry it: read the resource's current state instead.",
+    )
 }
 
 async fn replay(state: &AppState, saved: SavedResponse) -> Result<Response, ApiError> {

@@ -116,3 +116,51 @@ async fn keys_of_different_callers_are_independent() {
     assert_eq!(r2.status, 200, "{}", r2.text);
     assert!(r2.headers.get("idempotent-replayed").is_none());
 }
+
+/// A 5xx after the effect committed (here the code's reservation committed, then the sender
+/// refused the message) must not leave the key "in use" for its whole life: every retry gets
+/// one final answer saying the request took effect, and nothing runs twice.
+#[tokio::test]
+async fn a_5xx_after_the_effect_committed_gets_a_final_committed_answer() {
+    // A receiver that answers 404 to every message: each send is refused at once.
+    let sink = MessageSink::start().await;
+    let mut settings = warden::config::Settings::for_test(temp_dir());
+    settings.sender = warden::config::SenderKind::Http;
+    settings.sender_url = Some(sink.url.replace("/messages", "/nowhere"));
+    let app = spawn_with(settings).await;
+    let (_, token) = app.owner().await;
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("idempotency-key", "enroll-sms-1"),
+        ("authorization", auth.as_str()),
+    ];
+    let path = "/v2/users/me/two_factor/enrollments";
+    let body = json!({ "method": "sms", "phone_number": "+13035550147" }).to_string();
+    let before = app.event_count().await;
+    let first = app.raw(reqwest::Method::POST, path, &headers, &body).await;
+    assert_eq!(first.status, 503, "{}", first.text);
+    let after_first = app.event_count().await;
+    assert!(
+        after_first > before,
+        "the reservation committed before the send"
+    );
+
+    for _ in 0..2 {
+        let again = app.raw(reqwest::Method::POST, path, &headers, &body).await;
+        assert_eq!(
+            (again.status.as_u16(), again.code()),
+            (409, "idempotency_key_committed"),
+            "{}",
+            again.text
+        );
+        assert_eq!(
+            again
+                .headers
+                .get("idempotent-replayed")
+                .and_then(|v| v.to_str().ok()),
+            Some("true")
+        );
+        assert_eq!(app.event_count().await, after_first, "nothing ran twice");
+    }
+    assert!(sink.all().is_empty());
+}

@@ -90,17 +90,26 @@ impl SqlEventStore {
         let claimed_at = format_time(request.recorded_at);
         release_claims(tx, request).await?;
         take_claims(tx, request, &claimed_at).await?;
-        if let Some(key) = &request.idempotency {
-            // `done` stays done; anything else now says "the effect is written".
-            sqlx::query(
+        if let Some(lease) = &request.idempotency {
+            // Only the record's current owner commits, and only once its record is not
+            // finished: a request whose record was taken over (or committed by another
+            // owner) fails here and writes nothing. The row lock this takes is held to the
+            // end, so a concurrent takeover waits and then sees `committed`.
+            let marked = sqlx::query(
                 "UPDATE idempotency_keys SET state = 'committed' \
-                 WHERE scope = $1 AND key = $2 AND state <> 'done'",
+                 WHERE scope = $1 AND key = $2 AND owner_token = $3 \
+                   AND state IN ('in_flight', 'committed')",
             )
-            .bind(key.scope.as_str())
-            .bind(key.key.as_str())
+            .bind(lease.key.scope.as_str())
+            .bind(lease.key.key.as_str())
+            .bind(lease.owner.as_str())
             .execute(&mut **tx)
             .await
-            .map_err(db_error)?;
+            .map_err(db_error)?
+            .rows_affected();
+            if marked == 0 {
+                return Err(Failure::Store(StoreError::IdempotencyLeaseLost));
+            }
         }
 
         // Version checks and the hash chain, before the lock. A stream named twice in one
