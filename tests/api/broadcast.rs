@@ -71,7 +71,7 @@ impl Drop for Nats {
     }
 }
 
-async fn wait_relayed(app: &TestApp, timeout: Duration) -> i64 {
+pub async fn wait_relayed(app: &TestApp, timeout: Duration) -> i64 {
     let head = app.event_count().await;
     let mut relayed = app.state.relayed.clone();
     let _ = tokio::time::timeout(timeout, relayed.wait_for(|p| *p >= head)).await;
@@ -79,7 +79,7 @@ async fn wait_relayed(app: &TestApp, timeout: Duration) -> i64 {
     at
 }
 
-async fn stream_messages(url: &str, stream: &str) -> Vec<(String, Value)> {
+pub async fn stream_messages(url: &str, stream: &str) -> Vec<(String, Value)> {
     let client = async_nats::connect(url).await.expect("connect");
     let js = async_nats::jetstream::new(client);
     let mut s = js.get_stream(stream).await.expect("stream exists");
