@@ -426,6 +426,17 @@ impl TwoFactorCommands {
         if !enabled && !changed {
             return Err(domain(TwoFactorError::InvalidCode));
         }
+        self.notify(
+            &executed.state,
+            if enabled {
+                "Two-factor authentication is now on for your Warden account. Keep your backup \
+                 codes somewhere safe. If this was not you, contact your organization's owner."
+            } else {
+                "The second factor of your Warden account was changed to a new authenticator or \
+                 phone number. If this was not you, contact your organization's owner."
+            },
+        )
+        .await;
         Ok(Confirmed {
             method: executed.state.two_factor.method.unwrap_or(Method::Totp),
             backup_codes: enabled.then_some(codes),
@@ -564,6 +575,110 @@ impl TwoFactorCommands {
                 .unwrap_or_else(|| self.pipeline.now() + self.policy.lifetime),
             position: executed.position,
             two_factor_setup_required: false,
+        })
+    }
+
+    /// Best effort: an email notice about a change already committed (logged if it fails).
+    async fn notify(&self, user: &User, text: &str) {
+        let email = match self.open_text(user.email.as_ref()).await {
+            Ok(Some(email)) => email,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(user_id = ?user.id, error = %e, "notice not sent");
+                return;
+            }
+        };
+        let notice = OutboundMessage::new(Channel::Email, email, text, None, "notice");
+        if let Err(e) = self.sender.send(&notice).await {
+            tracing::warn!(user_id = ?user.id, error = %e, "notice not sent");
+        }
+    }
+
+    /// Lost-device recovery, step one (owners only): a code to the account's email, bound
+    /// to the waiting sign-in challenge. It counts toward the daily send limit.
+    pub async fn send_recovery_code(
+        &self,
+        user_id: Uuid,
+        challenge_id: Uuid,
+        meta: &Meta,
+    ) -> Result<Option<i64>> {
+        let user = self.load(user_id).await?;
+        let email = self
+            .open_text(user.email.as_ref())
+            .await?
+            .ok_or_else(|| domain(TwoFactorError::RecoveryNotAllowed))?;
+        let code = otp::new_numeric_code(CODE_DIGITS);
+        let cmd = UserCommand::SendRecoveryCode {
+            challenge_id,
+            code_digest: self.code_digest(&code),
+        };
+        let executed = self.run(user_id, &cmd, meta).await?;
+        let text = format!(
+            "Someone, hopefully you, is recovering your Warden account after losing its second \
+             factor. Your recovery code is {code}. It expires in 5 minutes. If this was not you, \
+             change your password and your organization's security passphrase now."
+        );
+        self.sender
+            .send(&OutboundMessage::new(
+                Channel::Email,
+                email,
+                text,
+                Some(code),
+                "two_factor_recovery",
+            ))
+            .await
+            .map_err(|e| {
+                let why = match e {
+                    SendError::Unavailable(m) | SendError::Rejected(m) => m,
+                };
+                CommandError::Secrets(SecretsError::Unavailable(format!("sending failed: {why}")))
+            })?;
+        Ok(executed.position)
+    }
+
+    /// Lost-device recovery, step two: `passphrase_ok` is the outcome of checking the
+    /// organization's security passphrase (rate limited by the organization); with the
+    /// emailed code it resets the second factor and opens a session that may only enroll a
+    /// new one. The owner is told by email.
+    pub async fn recover(
+        &self,
+        user_id: Uuid,
+        challenge_id: Uuid,
+        passphrase_ok: bool,
+        email_code: &str,
+        meta: &Meta,
+    ) -> Result<NewSession> {
+        let token = self.secrets.new_token("wdn_s_");
+        let session = SessionSpec {
+            session_id: Uuid::now_v7(),
+            token_digest: self.secrets.token_digest(&token),
+            lifetime: self.policy.lifetime,
+            idle_timeout: self.policy.idle_timeout,
+        };
+        let cmd = UserCommand::Recover {
+            challenge_id,
+            passphrase_ok,
+            code_digest: self.code_digest(email_code),
+            session: session.clone(),
+        };
+        let executed = self.run(user_id, &cmd, meta).await?;
+        let Some(expires_at) = executed.state.sessions.get(&session.session_id).copied() else {
+            return Err(domain(TwoFactorError::InvalidCode));
+        };
+        self.notify(
+            &executed.state,
+            "Two-factor authentication on your Warden account was reset by lost-device \
+             recovery (security passphrase and email code). Set up a new second factor now. \
+             If this was not you, contact support immediately.",
+        )
+        .await;
+        Ok(NewSession {
+            token,
+            session_id: session.session_id,
+            user_id,
+            expires_at,
+            position: executed.position,
+            two_factor_setup_required: true,
         })
     }
 

@@ -155,6 +155,9 @@ pub enum UserEvent {
     #[serde(rename = "user.two_factor_reset")]
     TwoFactorReset { reason: TwoFactorResetReason },
     /// The consecutive-failure block was lifted; the factor stays.
+    /// A lost-device recovery code was emailed (only its keyed digest is kept).
+    #[serde(rename = "user.recovery_code_sent")]
+    RecoveryCodeSent(tf::RecoveryCodeSent),
     #[serde(rename = "user.two_factor_unblocked")]
     TwoFactorUnblocked {},
     /// Every session ends and API keys stop working until the user is enabled again.
@@ -208,6 +211,7 @@ impl DomainEvent for UserEvent {
             "user.two_factor_step_up_failed",
             "user.two_factor_disabled",
             "user.two_factor_reset",
+            "user.recovery_code_sent",
             "user.two_factor_unblocked",
             "user.disabled",
             "user.enabled",
@@ -350,6 +354,9 @@ impl Aggregate for User {
                     ..TwoFactor::default()
                 };
                 self.must_enroll = true;
+            }
+            UserEvent::RecoveryCodeSent(e) => {
+                tf::apply_recovery_code_sent(&mut self.two_factor, e, recorded_at)
             }
             UserEvent::TwoFactorUnblocked {} => self.two_factor.consecutive_failures = 0,
             UserEvent::Disabled {} => {
@@ -510,6 +517,18 @@ pub enum UserCommand {
         reason: TwoFactorResetReason,
     },
     UnblockTwoFactor,
+    /// Lost-device recovery: email a code for this challenge.
+    SendRecoveryCode {
+        challenge_id: Uuid,
+        code_digest: Digest,
+    },
+    /// Lost-device recovery: the passphrase's check and the typed email code.
+    Recover {
+        challenge_id: Uuid,
+        passphrase_ok: bool,
+        code_digest: Digest,
+        session: NewSession,
+    },
     Disable,
     Enable,
     Remove,
@@ -775,6 +794,23 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
         } else {
             vec![UserEvent::TwoFactorUnblocked {}]
         }),
+        UserCommand::SendRecoveryCode {
+            challenge_id,
+            code_digest,
+        } => tf::send_recovery_code(user, challenge_id, code_digest, ctx),
+        UserCommand::Recover {
+            challenge_id,
+            passphrase_ok,
+            code_digest,
+            session,
+        } => tf::recover(
+            user,
+            challenge_id,
+            passphrase_ok,
+            &code_digest,
+            &session,
+            ctx,
+        ),
         UserCommand::Disable => Ok(if user.status == UserStatus::Disabled {
             vec![]
         } else {

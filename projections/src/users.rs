@@ -241,7 +241,8 @@ impl Projector for UsersProjector {
             | UserEvent::BackupCodesLow { .. }
             | UserEvent::ApiKeyCreated { .. }
             | UserEvent::ApiKeyRotated { .. }
-            | UserEvent::ApiKeyRevoked { .. } => {}
+            | UserEvent::ApiKeyRevoked { .. }
+            | UserEvent::RecoveryCodeSent(_) => {}
         }
         Ok(())
     }

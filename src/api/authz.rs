@@ -35,7 +35,9 @@ pub fn access(method: &Method, route: &str) -> Option<Access> {
         r if r.starts_with("/docs/") => Public,
         "/v2/accounts" | "/v2/sessions" | "/v2/invitations/actions/accept" => Public,
         "/v2/two_factor_challenges/{id}/actions/send"
-        | "/v2/two_factor_challenges/{id}/actions/verify" => Public,
+        | "/v2/two_factor_challenges/{id}/actions/verify"
+        | "/v2/two_factor_challenges/{id}/actions/send_recovery_code"
+        | "/v2/two_factor_challenges/{id}/actions/recover" => Public,
         "/v2/sessions/current" | "/v2/permissions" => SignedIn,
         r if r == "/v2/users/me" || r.starts_with("/v2/users/me/") => SignedIn,
         "/v2/organization" => Needs(if read {

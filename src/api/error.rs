@@ -304,6 +304,12 @@ impl From<TwoFactorError> for ApiError {
                 TOO_MANY_REQUESTS_DETAIL,
                 retry_after_secs,
             ),
+            TwoFactorError::RecoveryNotAllowed => Self::new(
+                StatusCode::FORBIDDEN,
+                "recovery_not_allowed",
+                "Recovery not allowed",
+                detail,
+            ),
             TwoFactorError::InvalidCode => {
                 let mut err =
                     Self::validation(vec![ValidationError::new("/code", "invalid_code", detail)]);

@@ -39,6 +39,14 @@ pub fn router() -> Router<AppState> {
             "/v2/two_factor_challenges/{id}/actions/verify",
             post(verify_challenge),
         )
+        .route(
+            "/v2/two_factor_challenges/{id}/actions/send_recovery_code",
+            post(send_recovery_code),
+        )
+        .route(
+            "/v2/two_factor_challenges/{id}/actions/recover",
+            post(recover),
+        )
 }
 
 fn method_name(method: Method) -> &'static str {
@@ -382,6 +390,95 @@ pub async fn verify_challenge(
             "expires_at": format_time(session.expires_at),
             "user_id": session.user_id,
             "two_factor_setup_required": false,
+        }})),
+    ))
+}
+
+/// The owner of a challenged sign-in, or 403 for a sub-user (who asks their owner instead).
+async fn owner_of_challenge(state: &AppState, id: Uuid) -> ApiResult<(Uuid, Uuid)> {
+    let user_id = challenge_user(state, id).await?;
+    let user = warden_projections::users::get(&state.db.pool, &user_id.to_string())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if user.role != "organization_owner" {
+        return Err(warden_domain::two_factor::TwoFactorError::RecoveryNotAllowed.into());
+    }
+    let organization_id =
+        Uuid::parse_str(&user.organization_id).map_err(|e| ApiError::internal(&e))?;
+    Ok((user_id, organization_id))
+}
+
+/// Lost-device recovery, step one (organization owners): email a recovery code for this
+/// challenge. Counts toward the daily limit of sent codes.
+#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/send_recovery_code", tag = "Two-factor authentication",
+    responses((status = 202, description = "Emailed"), (status = 403, description = "recovery_not_allowed (not the owner)"),
+              (status = 429, description = "too_many_requests")))]
+pub async fn send_recovery_code(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    meta: RequestMeta,
+) -> ApiResult<StatusCode> {
+    let (user_id, _) = owner_of_challenge(&state, id).await?;
+    let position = state
+        .two_factor
+        .send_recovery_code(user_id, id, &meta.anonymous())
+        .await?;
+    state.caught_up(position).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// The organization's security passphrase.
+    pub security_passphrase: String,
+    /// The code from the recovery email.
+    pub email_code: String,
+}
+
+impl std::fmt::Debug for RecoverRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoverRequest").finish_non_exhaustive()
+    }
+}
+
+/// Lost-device recovery, step two: the organization's security passphrase plus the emailed
+/// code reset the second factor; the session may only enroll a new one.
+#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/recover", tag = "Two-factor authentication",
+    request_body = RecoverRequest,
+    responses((status = 201, description = "A session that may only enroll a second factor"),
+              (status = 403, description = "recovery_not_allowed"), (status = 422, description = "invalid_code"),
+              (status = 429, description = "too many passphrase checks")))]
+pub async fn recover(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    meta: RequestMeta,
+    Json(body): Json<RecoverRequest>,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    let (user_id, organization_id) = owner_of_challenge(&state, id).await?;
+    let meta = meta.anonymous();
+    let (passphrase_ok, _) = state
+        .accounts
+        .check_org_secret(
+            organization_id,
+            warden_domain::organization::OrgSecret::SecurityPassphrase,
+            &body.security_passphrase,
+            &meta,
+        )
+        .await?;
+    let session = state
+        .two_factor
+        .recover(user_id, id, passphrase_ok, &body.email_code, &meta)
+        .await?;
+    state.caught_up(session.position).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "data": {
+            "record_type": "session",
+            "token": session.token,
+            "expires_at": format_time(session.expires_at),
+            "user_id": session.user_id,
+            "two_factor_setup_required": true,
         }})),
     ))
 }

@@ -296,3 +296,66 @@ pub fn record_step_up_failure(
         Authorization::Granted(_) => Ok(vec![]),
     }
 }
+
+/// Lost-device recovery, step one: a code to the account's email, for an owner whose
+/// sign-in is waiting at this challenge. Sub-users ask their owner for a reset instead.
+pub fn send_recovery_code(
+    user: &User,
+    challenge_id: Uuid,
+    code_digest: Digest,
+    ctx: &Ctx,
+) -> Result<Vec<UserEvent>, UserError> {
+    if user.role != Some(crate::user::Role::OrganizationOwner) {
+        return Err(TwoFactorError::RecoveryNotAllowed.into());
+    }
+    let tf = &user.two_factor;
+    usable_challenge(tf, challenge_id, ctx.now)?;
+    check_send_allowed(tf, ctx.now)?;
+    Ok(vec![UserEvent::RecoveryCodeSent(super::RecoveryCodeSent {
+        challenge_id,
+        code_digest,
+        expires_at: code_expiry(ctx.now),
+    })])
+}
+
+/// Lost-device recovery, step two: the organization's passphrase (checked by the shell)
+/// and the emailed code. Both right: the factor is reset and a session that may only
+/// enroll a new one opens. Either wrong: a failure, counted like a wrong code.
+pub fn recover(
+    user: &User,
+    challenge_id: Uuid,
+    passphrase_ok: bool,
+    code_digest: &Digest,
+    session: &NewSession,
+    ctx: &Ctx,
+) -> Result<Vec<UserEvent>, UserError> {
+    if user.role != Some(crate::user::Role::OrganizationOwner) {
+        return Err(TwoFactorError::RecoveryNotAllowed.into());
+    }
+    let challenge = usable_challenge(&user.two_factor, challenge_id, ctx.now)?;
+    let code_ok = challenge
+        .recovery_code
+        .as_ref()
+        .is_some_and(|sent| sent.expires_at > ctx.now && sent.code_digest == *code_digest);
+    if !(passphrase_ok && code_ok) {
+        return Ok(vec![UserEvent::TwoFactorChallengeFailed {
+            challenge_id,
+            factor: Factor::Recovery,
+        }]);
+    }
+    let mut started = session.started(ctx.now);
+    if let UserEvent::SessionStarted { scope, .. } = &mut started {
+        *scope = Some("two_factor_setup".to_owned());
+    }
+    Ok(vec![
+        UserEvent::TwoFactorChallengePassed(ChallengePassed {
+            challenge_id,
+            factor: Factor::Recovery,
+            totp_step: None,
+        }),
+        UserEvent::TwoFactorReset {
+            reason: crate::user::TwoFactorResetReason::LostDevice,
+        },
+        started,
+    ])
+}

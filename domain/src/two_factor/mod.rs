@@ -55,6 +55,9 @@ pub enum Factor {
     BackupCode,
     /// A code sent by SMS or voice call.
     Code,
+    /// Lost-device recovery: the organization's security passphrase plus a code sent to
+    /// the account's email.
+    Recovery,
 }
 
 /// What a sent code is for; it only works there.
@@ -120,6 +123,9 @@ pub struct Challenge {
     pub failures: u32,
     /// The latest code sent for this challenge (a resend replaces it; failures stay).
     pub code: Option<SentCode>,
+    /// The latest lost-device recovery code emailed for this challenge.
+    #[serde(default)]
+    pub recovery_code: Option<SentCode>,
 }
 
 /// The user's second-factor state.
@@ -259,6 +265,8 @@ pub enum TwoFactorError {
     CannotBeDisabled,
     #[error("too many wrong codes")]
     TooManyStepUpFailures { retry_after_secs: i64 },
+    #[error("only the organization owner can recover their own account; ask your owner to reset your two-factor authentication")]
+    RecoveryNotAllowed,
 }
 
 pub(crate) fn apply_enrollment_started(tf: &mut TwoFactor, e: &EnrollmentStarted) {
@@ -366,6 +374,7 @@ pub(crate) fn apply_challenge_started(
             expires_at,
             failures: 0,
             code: None,
+            recovery_code: None,
         },
     );
 }
@@ -482,3 +491,27 @@ pub fn check_send_allowed(tf: &TwoFactor, now: DateTime<Utc>) -> Result<(), TwoF
 
 #[cfg(test)]
 mod tests;
+
+pub(crate) fn apply_recovery_code_sent(
+    tf: &mut TwoFactor,
+    e: &RecoveryCodeSent,
+    at: DateTime<Utc>,
+) {
+    tf.code_sends.push(at);
+    let excess = tf.code_sends.len().saturating_sub(CODE_SENDS_PER_DAY);
+    tf.code_sends.drain(..excess);
+    if let Some(c) = tf.challenges.get_mut(&e.challenge_id) {
+        c.recovery_code = Some(SentCode {
+            code_digest: e.code_digest.clone(),
+            expires_at: e.expires_at,
+        });
+    }
+}
+
+/// A lost-device recovery code emailed to the account's address, bound to one challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryCodeSent {
+    pub challenge_id: Uuid,
+    pub code_digest: Digest,
+    pub expires_at: DateTime<Utc>,
+}
