@@ -36,6 +36,8 @@ pub enum Presented {
     /// A code: from the authenticator app, or sent by SMS or call (whichever is enrolled).
     Code(String),
     BackupCode(String),
+    /// A code sent to the account's email (stands in only when the phone number changes).
+    EmailCode(String),
 }
 
 impl std::fmt::Debug for Presented {
@@ -43,6 +45,7 @@ impl std::fmt::Debug for Presented {
         f.write_str(match self {
             Presented::Code(_) => "Code(<redacted>)",
             Presented::BackupCode(_) => "BackupCode(<redacted>)",
+            Presented::EmailCode(_) => "EmailCode(<redacted>)",
         })
     }
 }
@@ -458,6 +461,7 @@ impl TwoFactorCommands {
                 Ok(Proof::Totp(step))
             }
             Presented::Code(code) => Ok(Proof::Code(self.code_digest(code))),
+            Presented::EmailCode(code) => Ok(Proof::EmailCode(self.code_digest(code))),
             Presented::BackupCode(code) => {
                 let Some(canonical) = otp::normalize_backup_code(code) else {
                     return Ok(Proof::BackupCode(None));
@@ -540,6 +544,9 @@ impl TwoFactorCommands {
             idle_timeout: self.policy.idle_timeout,
         };
         let cmd = match proof {
+            Proof::EmailCode(_) => {
+                return Err(domain(TwoFactorError::EmailCodeOnlyForPhoneChange));
+            }
             Proof::Totp(totp_step) => UserCommand::VerifyTotp {
                 challenge_id,
                 totp_step,
@@ -592,6 +599,41 @@ impl TwoFactorCommands {
         if let Err(e) = self.sender.send(&notice).await {
             tracing::warn!(user_id = ?user.id, error = %e, "notice not sent");
         }
+    }
+
+    /// Emails a code that can stand in for the current factor when the phone number of an
+    /// SMS/voice factor changes (the old phone may be lost). Counts toward the daily limit.
+    pub async fn send_email_step_up_code(&self, user_id: Uuid, meta: &Meta) -> Result<Option<i64>> {
+        let user = self.load(user_id).await?;
+        let email = self
+            .open_text(user.email.as_ref())
+            .await?
+            .ok_or_else(|| domain(TwoFactorError::EmailCodeOnlyForPhoneChange))?;
+        let code = otp::new_numeric_code(CODE_DIGITS);
+        let cmd = UserCommand::SendEmailCode {
+            code_digest: self.code_digest(&code),
+        };
+        let executed = self.run(user_id, &cmd, meta).await?;
+        let text = format!(
+            "Your Warden code to change the phone number of your second factor is {code}. It \
+             expires in 5 minutes. If you did not ask for it, change your password now."
+        );
+        self.sender
+            .send(&OutboundMessage::new(
+                Channel::Email,
+                email,
+                text,
+                Some(code),
+                "two_factor_step_up",
+            ))
+            .await
+            .map_err(|e| {
+                let why = match e {
+                    SendError::Unavailable(m) | SendError::Rejected(m) => m,
+                };
+                CommandError::Secrets(SecretsError::Unavailable(format!("sending failed: {why}")))
+            })?;
+        Ok(executed.position)
     }
 
     /// Lost-device recovery, step one (owners only): a code to the account's email, bound

@@ -155,6 +155,9 @@ pub enum UserEvent {
     #[serde(rename = "user.two_factor_reset")]
     TwoFactorReset { reason: TwoFactorResetReason },
     /// The consecutive-failure block was lifted; the factor stays.
+    /// A code was emailed to stand in for the current factor (phone number change).
+    #[serde(rename = "user.email_code_sent")]
+    EmailCodeSent(tf::EmailCodeSent),
     /// A lost-device recovery code was emailed (only its keyed digest is kept).
     #[serde(rename = "user.recovery_code_sent")]
     RecoveryCodeSent(tf::RecoveryCodeSent),
@@ -211,6 +214,7 @@ impl DomainEvent for UserEvent {
             "user.two_factor_step_up_failed",
             "user.two_factor_disabled",
             "user.two_factor_reset",
+            "user.email_code_sent",
             "user.recovery_code_sent",
             "user.two_factor_unblocked",
             "user.disabled",
@@ -354,6 +358,9 @@ impl Aggregate for User {
                     ..TwoFactor::default()
                 };
                 self.must_enroll = true;
+            }
+            UserEvent::EmailCodeSent(e) => {
+                tf::apply_email_code_sent(&mut self.two_factor, e, recorded_at)
             }
             UserEvent::RecoveryCodeSent(e) => {
                 tf::apply_recovery_code_sent(&mut self.two_factor, e, recorded_at)
@@ -517,6 +524,10 @@ pub enum UserCommand {
         reason: TwoFactorResetReason,
     },
     UnblockTwoFactor,
+    /// Email a code that stands in for the current factor when the phone number changes.
+    SendEmailCode {
+        code_digest: Digest,
+    },
     /// Lost-device recovery: email a code for this challenge.
     SendRecoveryCode {
         challenge_id: Uuid,
@@ -794,6 +805,7 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
         } else {
             vec![UserEvent::TwoFactorUnblocked {}]
         }),
+        UserCommand::SendEmailCode { code_digest } => tf::send_email_code(user, code_digest, ctx),
         UserCommand::SendRecoveryCode {
             challenge_id,
             code_digest,

@@ -154,6 +154,10 @@ fn every_user_event_type_is_pinned() {
         UserEvent::TwoFactorReset {
             reason: TwoFactorResetReason::Administrator,
         },
+        UserEvent::EmailCodeSent(crate::two_factor::EmailCodeSent {
+            code_digest: Digest("ec".repeat(32)),
+            expires_at: t(300),
+        }),
         UserEvent::RecoveryCodeSent(crate::two_factor::RecoveryCodeSent {
             challenge_id: uid(30),
             code_digest: Digest("fe".repeat(32)),

@@ -242,7 +242,8 @@ impl Projector for UsersProjector {
             | UserEvent::ApiKeyCreated { .. }
             | UserEvent::ApiKeyRotated { .. }
             | UserEvent::ApiKeyRevoked { .. }
-            | UserEvent::RecoveryCodeSent(_) => {}
+            | UserEvent::RecoveryCodeSent(_)
+            | UserEvent::EmailCodeSent(_) => {}
         }
         Ok(())
     }

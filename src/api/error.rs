@@ -304,6 +304,9 @@ impl From<TwoFactorError> for ApiError {
                 TOO_MANY_REQUESTS_DETAIL,
                 retry_after_secs,
             ),
+            TwoFactorError::EmailCodeOnlyForPhoneChange => {
+                ValidationError::new("/email_code", "email_code_not_allowed", detail).into()
+            }
             TwoFactorError::RecoveryNotAllowed => Self::new(
                 StatusCode::FORBIDDEN,
                 "recovery_not_allowed",

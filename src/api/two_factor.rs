@@ -112,8 +112,11 @@ pub struct EnrollRequest {
     /// With 2FA already on: a current code (authenticator, or a code sent by
     /// `POST /v2/users/me/two_factor/codes`)…
     pub current_code: Option<String>,
-    /// …or a backup code.
+    /// …or a backup code…
     pub backup_code: Option<String>,
+    /// …or, when only the phone number of an SMS/voice factor changes, a code sent to the
+    /// account's email (`POST /v2/users/me/two_factor/codes` with channel `email`).
+    pub email_code: Option<String>,
 }
 
 /// Start enrolling a second factor. For `totp` the response carries the secret, an
@@ -132,7 +135,31 @@ pub async fn enroll(
     Json(body): Json<EnrollRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let method = parse_method(&body.method)?;
+    let given = [&body.current_code, &body.backup_code, &body.email_code]
+        .iter()
+        .filter(|f| f.is_some())
+        .count();
+    if given > 1 {
+        return Err(ValidationError::new(
+            "/backup_code",
+            "conflicting_fields",
+            "give one of current_code, backup_code or email_code",
+        )
+        .into());
+    }
     let current = match (body.current_code, body.backup_code) {
+        (None, None) if body.email_code.is_some() => {
+            let code = body.email_code.unwrap_or_default().trim().to_owned();
+            if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ValidationError::new(
+                    "/email_code",
+                    "invalid_code_format",
+                    "must be 6 digits",
+                )
+                .into());
+            }
+            Some(Presented::EmailCode(code))
+        }
         (Some(code), None) => Some(presented(
             CodeRequest {
                 code: Some(code),
@@ -348,11 +375,19 @@ pub async fn send_step_up_code(
     meta: RequestMeta,
     Json(body): Json<SendCodeRequest>,
 ) -> ApiResult<StatusCode> {
-    let channel = parse_channel(&body.channel)?;
-    let position = state
-        .two_factor
-        .send_step_up_code(principal.user_id, channel, &meta.by(&principal))
-        .await?;
+    let meta = meta.by(&principal);
+    let position = if body.channel == "email" {
+        state
+            .two_factor
+            .send_email_step_up_code(principal.user_id, &meta)
+            .await?
+    } else {
+        let channel = parse_channel(&body.channel)?;
+        state
+            .two_factor
+            .send_step_up_code(principal.user_id, channel, &meta)
+            .await?
+    };
     state.caught_up(position).await?;
     Ok(StatusCode::ACCEPTED)
 }

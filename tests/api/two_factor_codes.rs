@@ -401,3 +401,80 @@ async fn sent_codes_never_reach_events_or_logs() {
     );
     let _ = Method::GET;
 }
+
+/// The old phone is lost: a code sent to the account's email stands in for the current
+/// factor when only the number changes — and nowhere else.
+#[tokio::test]
+async fn an_email_code_stands_in_for_the_factor_when_the_phone_number_changes() {
+    let (app, sink) = spawn_app_with_sink(Backend::Sqlite).await;
+    let (email, token, _) = phone_enrolled(&app, &sink, "sms").await;
+    let r = app
+        .post(
+            "/v2/users/me/two_factor/codes",
+            Some(&token),
+            json!({ "channel": "email" }),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let message = sink.all().last().cloned().unwrap();
+    assert_eq!(message["channel"], "email");
+    assert_eq!(message["to"], email.as_str());
+    let email_code = message["code"].as_str().unwrap().to_owned();
+
+    // Not for backup codes, nor for a switch to an authenticator app.
+    let before = app.event_count().await;
+    let r = app
+        .post(
+            "/v2/users/me/two_factor/enrollments",
+            Some(&token),
+            json!({ "method": "totp", "email_code": email_code }),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.code(), "email_code_not_allowed");
+    assert_eq!(app.event_count().await, before, "nothing written");
+
+    // A wrong one is a recorded failure.
+    let r = app
+        .post(
+            "/v2/users/me/two_factor/enrollments",
+            Some(&token),
+            json!({ "method": "sms", "phone_number": "+13035550199", "email_code": "000000" }),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    app.only_failures_since(before).await;
+
+    // The right one starts the new number's enrollment; confirming it moves the factor.
+    let r = app
+        .post(
+            "/v2/users/me/two_factor/enrollments",
+            Some(&token),
+            json!({ "method": "call", "phone_number": "+13035550199", "email_code": email_code }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.data()["enrollment_id"].as_str().unwrap().to_owned();
+    let sent = sink.all().last().cloned().unwrap();
+    assert_eq!(sent["to"], "+13035550199");
+    let r = app
+        .post(
+            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
+            Some(&token),
+            json!({ "code": sent["code"] }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.data()["method"], "call");
+    assert!(r.data()["backup_codes"].is_null(), "backup codes are kept");
+
+    // Used once: the same email code does not work again.
+    let r = app
+        .post(
+            "/v2/users/me/two_factor/enrollments",
+            Some(&token),
+            json!({ "method": "sms", "phone_number": PHONE, "email_code": email_code }),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+}

@@ -28,6 +28,17 @@ fn authorize_change(
     proof: Option<&Proof>,
     now: DateTime<Utc>,
 ) -> Result<Authorization, UserError> {
+    authorize(tf, proof, false, now)
+}
+
+/// [`authorize_change`], where an emailed code may stand in when `email_allowed` (a new
+/// phone number for an SMS/voice factor).
+fn authorize(
+    tf: &TwoFactor,
+    proof: Option<&Proof>,
+    email_allowed: bool,
+    now: DateTime<Utc>,
+) -> Result<Authorization, UserError> {
     if !tf.enabled {
         return Ok(Authorization::Granted(Authorized {
             factor: None,
@@ -36,6 +47,9 @@ fn authorize_change(
         }));
     }
     let proof = proof.ok_or(TwoFactorError::CurrentFactorRequired)?;
+    if matches!(proof, Proof::EmailCode(_)) && !email_allowed {
+        return Err(TwoFactorError::EmailCodeOnlyForPhoneChange.into());
+    }
     check_step_up_allowed(tf, now)?;
     if !tf.accepts(proof, tf.step_up.as_ref(), now) {
         return Ok(Authorization::Failed(vec![
@@ -86,7 +100,7 @@ pub fn start_enrollment(
         factor: verified_with,
         totp_step,
         mut events,
-    } = match authorize_change(tf, proof, ctx.now)? {
+    } = match authorize(tf, proof, phone_change(tf, method), ctx.now)? {
         Authorization::Granted(a) => a,
         Authorization::Failed(events) => return Ok(events),
     };
@@ -358,4 +372,31 @@ pub fn recover(
         },
         started,
     ])
+}
+
+/// Only the number changes: SMS/voice stays SMS/voice.
+fn phone_change(tf: &TwoFactor, new_method: Method) -> bool {
+    matches!(new_method, Method::Sms | Method::Call)
+        && matches!(tf.method, Some(Method::Sms | Method::Call))
+}
+
+/// A code to the account's email that can stand in for the current factor when the
+/// phone number changes (the old phone may be the one that is gone).
+pub fn send_email_code(
+    user: &User,
+    code_digest: Digest,
+    ctx: &Ctx,
+) -> Result<Vec<UserEvent>, UserError> {
+    let tf = &user.two_factor;
+    if !tf.enabled {
+        return Err(TwoFactorError::NotEnabled.into());
+    }
+    if !matches!(tf.method, Some(Method::Sms | Method::Call)) {
+        return Err(TwoFactorError::EmailCodeOnlyForPhoneChange.into());
+    }
+    check_send_allowed(tf, ctx.now)?;
+    Ok(vec![UserEvent::EmailCodeSent(super::EmailCodeSent {
+        code_digest,
+        expires_at: code_expiry(ctx.now),
+    })])
 }

@@ -58,6 +58,9 @@ pub enum Factor {
     /// Lost-device recovery: the organization's security passphrase plus a code sent to
     /// the account's email.
     Recovery,
+    /// A code sent to the account's email, standing in for the current factor when only
+    /// the phone number changes.
+    EmailCode,
 }
 
 /// What a sent code is for; it only works there.
@@ -87,6 +90,8 @@ pub enum Proof {
     /// The keyed digest of a typed SMS/voice code, compared with the code sent for the
     /// context it is used in.
     Code(Digest),
+    /// The keyed digest of a typed code that was sent to the account's email.
+    EmailCode(Digest),
 }
 
 impl Proof {
@@ -95,6 +100,7 @@ impl Proof {
             Proof::Totp(_) => Factor::Totp,
             Proof::BackupCode(_) => Factor::BackupCode,
             Proof::Code(_) => Factor::Code,
+            Proof::EmailCode(_) => Factor::EmailCode,
         }
     }
 
@@ -152,6 +158,9 @@ pub struct TwoFactor {
     /// Recent wrong current factors, newest last (at most [`STEP_UP_FAILURES_ALLOWED`]).
     #[serde(default)]
     pub step_up_failures: Vec<DateTime<Utc>>,
+    /// The latest code sent to the account's email to stand in for the factor.
+    #[serde(default)]
+    pub email_step_up: Option<SentCode>,
 }
 
 impl TwoFactor {
@@ -175,6 +184,10 @@ impl TwoFactor {
             Proof::Code(digest) => {
                 sent.is_some_and(|c| c.code_digest == *digest && c.expires_at > now)
             }
+            Proof::EmailCode(digest) => self
+                .email_step_up
+                .as_ref()
+                .is_some_and(|c| c.code_digest == *digest && c.expires_at > now),
             Proof::Totp(None) | Proof::BackupCode(None) => false,
         }
     }
@@ -265,6 +278,8 @@ pub enum TwoFactorError {
     CannotBeDisabled,
     #[error("too many wrong codes")]
     TooManyStepUpFailures { retry_after_secs: i64 },
+    #[error("an email code stands in for the current factor only when the phone number changes")]
+    EmailCodeOnlyForPhoneChange,
     #[error("only the organization owner can recover their own account; ask your owner to reset your two-factor authentication")]
     RecoveryNotAllowed,
 }
@@ -287,6 +302,9 @@ pub(crate) fn spend(tf: &mut TwoFactor, factor: Option<Factor>, totp_step: Optio
     note_step(tf, totp_step);
     if factor == Some(Factor::Code) {
         tf.step_up = None;
+    }
+    if factor == Some(Factor::EmailCode) {
+        tf.email_step_up = None;
     }
 }
 
@@ -514,4 +532,21 @@ pub struct RecoveryCodeSent {
     pub challenge_id: Uuid,
     pub code_digest: Digest,
     pub expires_at: DateTime<Utc>,
+}
+
+/// A code emailed to stand in for the current factor when the phone number changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailCodeSent {
+    pub code_digest: Digest,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub(crate) fn apply_email_code_sent(tf: &mut TwoFactor, e: &EmailCodeSent, at: DateTime<Utc>) {
+    tf.code_sends.push(at);
+    let excess = tf.code_sends.len().saturating_sub(CODE_SENDS_PER_DAY);
+    tf.code_sends.drain(..excess);
+    tf.email_step_up = Some(SentCode {
+        code_digest: e.code_digest.clone(),
+        expires_at: e.expires_at,
+    });
 }
