@@ -19,7 +19,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v2/accounts", post(sign_up))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct SignUpRequest {
     pub email: String,
     /// At least 15 characters; no composition rules; common passwords are refused.
@@ -30,6 +30,8 @@ pub struct SignUpRequest {
     /// ISO 4217, fixed for the life of the organization.
     pub billing_currency: String,
 }
+
+super::extract::redacted_debug!(SignUpRequest);
 
 /// Create an account: an organization with its owner. No sign-in needed.
 #[utoipa::path(post, path = "/v2/accounts", tag = "Accounts", request_body = SignUpRequest,

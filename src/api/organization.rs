@@ -203,11 +203,13 @@ pub async fn patch_org(
     get_org(State(state), principal).await
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct SetPassphraseRequest {
     pub passphrase: String,
     pub current_password: String,
 }
+
+super::extract::redacted_debug!(SetPassphraseRequest);
 
 /// Set the organization's security passphrase (current password required).
 #[utoipa::path(put, path = "/v2/organization/security_passphrase", tag = "Organization", request_body = SetPassphraseRequest,
@@ -231,12 +233,14 @@ pub async fn set_passphrase(
     .await
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct SetPinRequest {
     /// 4 to 10 digits.
     pub pin: String,
     pub current_password: String,
 }
+
+super::extract::redacted_debug!(SetPinRequest);
 
 /// Set the organization's port-out PIN (current password required).
 #[utoipa::path(put, path = "/v2/organization/port_out_pin", tag = "Organization", request_body = SetPinRequest,
@@ -283,10 +287,12 @@ async fn set_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct VerifyPassphraseRequest {
     pub passphrase: String,
 }
+
+super::extract::redacted_debug!(VerifyPassphraseRequest);
 
 /// Check a security passphrase (rate limited: 5 failures per 15 minutes).
 #[utoipa::path(post, path = "/v2/organization/security_passphrase/actions/verify", tag = "Organization",
@@ -310,10 +316,12 @@ pub async fn verify_passphrase(
     .await
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct VerifyPinRequest {
     pub pin: String,
 }
+
+super::extract::redacted_debug!(VerifyPinRequest);
 
 /// Check a port-out PIN (rate limited: 5 failures per 15 minutes).
 #[utoipa::path(post, path = "/v2/organization/port_out_pin/actions/verify", tag = "Organization",

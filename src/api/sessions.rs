@@ -22,11 +22,13 @@ pub fn router() -> Router<AppState> {
         .route("/v2/sessions/current", delete(sign_out))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct SignInRequest {
     pub email: String,
     pub password: String,
 }
+
+super::extract::redacted_debug!(SignInRequest);
 
 /// Sign in with email and password. Unknown email and wrong password both give 401
 /// `invalid_credentials`.

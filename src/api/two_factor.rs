@@ -103,7 +103,7 @@ pub async fn status(
     }})))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct EnrollRequest {
     /// `totp` (authenticator app), `sms` or `call`.
     pub method: String,
@@ -118,6 +118,8 @@ pub struct EnrollRequest {
     /// account's email (`POST /v2/users/me/two_factor/codes` with channel `email`).
     pub email_code: Option<String>,
 }
+
+super::extract::redacted_debug!(EnrollRequest);
 
 /// Start enrolling a second factor. For `totp` the response carries the secret, an
 /// otpauth URI and QR codes; for `sms`/`call` a code is sent to the number. With 2FA
@@ -226,13 +228,15 @@ pub async fn enroll(
     Ok((StatusCode::CREATED, axum::Json(json!({ "data": data }))))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct CodeRequest {
     /// A current code: from the authenticator app, or sent by SMS or call.
     pub code: Option<String>,
     /// Or one of the backup codes (where accepted).
     pub backup_code: Option<String>,
 }
+
+super::extract::redacted_debug!(CodeRequest);
 
 /// Malformed codes are bad input (422, nothing recorded); well-formed wrong ones are
 /// recorded failures.

@@ -95,11 +95,13 @@ pub async fn patch_me(
     get_me(State(state), principal).await
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct ChangeEmailRequest {
     pub new_email: String,
     pub current_password: String,
 }
+
+super::extract::redacted_debug!(ChangeEmailRequest);
 
 /// Move the account to a new email address (current password required).
 #[utoipa::path(post, path = "/v2/users/me/actions/change_email", tag = "Users", request_body = ChangeEmailRequest,
@@ -126,11 +128,13 @@ pub async fn change_email(
     get_me(State(state), principal).await
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct ChangePasswordRequest {
     pub current_password: String,
     pub new_password: String,
 }
+
+super::extract::redacted_debug!(ChangePasswordRequest);
 
 /// Set a new password (current password required); every other session ends.
 #[utoipa::path(post, path = "/v2/users/me/actions/change_password", tag = "Users", request_body = ChangePasswordRequest,
