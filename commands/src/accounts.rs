@@ -269,6 +269,9 @@ impl Accounts {
         let password_ok = self
             .verify_sealed(loaded.state.password_hash.as_ref(), password.expose())
             .await?;
+        // The password was checked against this hash; if it changed meanwhile, it proves
+        // nothing (the decision below runs on fresh state).
+        let checked_hash = loaded.state.password_hash.clone();
         let token = self.secrets.new_token("wdn_s_");
         let token_digest = self.secrets.token_digest(&token);
         let session_id = Uuid::now_v7();
@@ -280,7 +283,7 @@ impl Accounts {
                 user::decide(
                     state,
                     UserCommand::SignIn {
-                        password_ok,
+                        password_ok: password_ok && state.password_hash == checked_hash,
                         challenge_id,
                         session_id,
                         token_digest: token_digest.clone(),
@@ -293,7 +296,13 @@ impl Accounts {
             })
             .await
             .map_err(|e| e.map_domain(throttled))?;
-        if !password_ok {
+        let opened = executed.state.sessions.contains_key(&session_id)
+            || executed
+                .state
+                .two_factor
+                .challenges
+                .contains_key(&challenge_id);
+        if !password_ok || !opened {
             return Err(CommandError::Domain(AccountsError::InvalidCredentials));
         }
         if let Some(challenge) = executed.state.two_factor.challenges.get(&challenge_id) {

@@ -112,6 +112,11 @@ impl TwoFactorCommands {
     }
 
     async fn load(&self, user_id: Uuid) -> Result<User> {
+        Ok(self.load_at(user_id).await?.0)
+    }
+
+    /// The user and the stream version their state is at.
+    async fn load_at(&self, user_id: Uuid) -> Result<(User, i64)> {
         let loaded = self
             .pipeline
             .load::<User, UserError>(&User::stream_id(user_id))
@@ -119,7 +124,40 @@ impl TwoFactorCommands {
         if loaded.state.id.is_none() {
             return Err(CommandError::Domain(UserError::NotFound));
         }
-        Ok(loaded.state)
+        Ok((loaded.state, loaded.version))
+    }
+
+    /// Runs a command whose proof was checked against the user's state at `version`, on
+    /// exactly that state. `None` when the stream moved in between (a concurrent sign-in,
+    /// a new secret or backup-code set): the caller proves again, so a proof never meets
+    /// credentials it was not checked against.
+    async fn run_at(
+        &self,
+        user_id: Uuid,
+        version: i64,
+        cmd: &UserCommand,
+        meta: &Meta,
+    ) -> Result<Option<crate::Executed<User>>> {
+        let outcome = self
+            .pipeline
+            .execute_with::<User, UserError, _, ()>(
+                &User::stream_id(user_id),
+                meta,
+                |state, ctx, plan, at| {
+                    if at != version {
+                        return Err(CommandError::Conflict);
+                    }
+                    let events =
+                        user::decide(state, cmd.clone(), ctx).map_err(CommandError::Domain)?;
+                    Ok((events, plan, ()))
+                },
+            )
+            .await;
+        match outcome {
+            Ok((executed, ())) => Ok(Some(executed)),
+            Err(CommandError::Conflict) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn open_text(&self, sealed: Option<&Sealed>) -> Result<Option<String>> {
@@ -160,6 +198,29 @@ impl TwoFactorCommands {
             .await
     }
 
+    /// Proves `presented` (if any) against the user's current state and runs the command
+    /// built from the proof on that same state, proving again if the stream moved in
+    /// between. Returns the state the proof was checked against and the outcome.
+    async fn run_proved(
+        &self,
+        user_id: Uuid,
+        presented: Option<&Presented>,
+        meta: &Meta,
+        build: impl Fn(Option<Proof>) -> UserCommand,
+    ) -> Result<(User, crate::Executed<User>)> {
+        for _ in 0..crate::pipeline::MAX_ATTEMPTS {
+            let (user, version) = self.load_at(user_id).await?;
+            let proof = match presented {
+                Some(p) => Some(self.prove(&user, p).await?),
+                None => None,
+            };
+            if let Some(executed) = self.run_at(user_id, version, &build(proof), meta).await? {
+                return Ok((user, executed));
+            }
+        }
+        Err(CommandError::Conflict)
+    }
+
     /// Commits `cmd` (which records the code's digest and counts the send), then sends
     /// `code` to `to`. Committing first makes the daily cap hold under concurrent requests:
     /// only a committed reservation is ever sent. A refused command sends nothing; a send
@@ -177,6 +238,18 @@ impl TwoFactorCommands {
     ) -> Result<crate::Executed<User>> {
         let executed = self.run(user_id, &cmd, meta).await?;
         refuse_failed_step_up(&executed)?;
+        self.send_committed(channel, to, code, purpose).await?;
+        Ok(executed)
+    }
+
+    /// Sends a code whose reservation has committed.
+    async fn send_committed(
+        &self,
+        channel: Method,
+        to: &str,
+        code: String,
+        purpose: &str,
+    ) -> Result<()> {
         let (channel, text) = match channel {
             Method::Call => {
                 let spoken = spaced(&code);
@@ -204,8 +277,7 @@ impl TwoFactorCommands {
                     SendError::Unavailable(m) | SendError::Rejected(m) => m,
                 };
                 CommandError::Secrets(SecretsError::Unavailable(format!("sending failed: {why}")))
-            })?;
-        Ok(executed)
+            })
     }
 
     /// Starts TOTP enrollment: a fresh 160-bit secret, sealed in the event, shown once.
@@ -216,28 +288,26 @@ impl TwoFactorCommands {
         current: Option<&Presented>,
         meta: &Meta,
     ) -> Result<NewEnrollment> {
-        let user = self.load(user_id).await?;
-        let proof = match current {
-            Some(p) => Some(self.prove(&user, p).await?),
-            None => None,
-        };
-        let account = self
-            .open_text(user.email.as_ref())
-            .await?
-            .unwrap_or_default();
         let secret = otp::new_totp_secret();
         let sealed = self
             .secrets
             .seal(&User::stream_id(user_id), secret.as_bytes())
             .await?;
         let enrollment_id = Uuid::now_v7();
-        let cmd = UserCommand::StartTotpEnrollment {
-            enrollment_id,
-            totp_secret: sealed,
-            proof,
-        };
-        let executed = self.run(user_id, &cmd, meta).await?;
+        let (user, executed) = self
+            .run_proved(user_id, current, meta, |proof| {
+                UserCommand::StartTotpEnrollment {
+                    enrollment_id,
+                    totp_secret: sealed.clone(),
+                    proof,
+                }
+            })
+            .await?;
         refuse_failed_step_up(&executed)?;
+        let account = self
+            .open_text(user.email.as_ref())
+            .await?
+            .unwrap_or_default();
         let uri = otp::otpauth_uri(&secret, &account);
         Ok(NewEnrollment {
             enrollment_id,
@@ -262,34 +332,26 @@ impl TwoFactorCommands {
         current: Option<&Presented>,
         meta: &Meta,
     ) -> Result<NewEnrollment> {
-        let user = self.load(user_id).await?;
-        let proof = match current {
-            Some(p) => Some(self.prove(&user, p).await?),
-            None => None,
-        };
         let sealed = self
             .secrets
             .seal(&User::stream_id(user_id), phone.as_str().as_bytes())
             .await?;
         let code = otp::new_numeric_code(CODE_DIGITS);
+        let code_digest = self.code_digest(&code);
         let enrollment_id = Uuid::now_v7();
-        let cmd = UserCommand::StartPhoneEnrollment {
-            enrollment_id,
-            method,
-            phone_number: sealed,
-            code_digest: self.code_digest(&code),
-            proof,
-        };
-        let executed = self
-            .commit_then_send(
-                user_id,
-                cmd,
-                method,
-                phone.as_str(),
-                code,
-                "two_factor_enrollment",
-                meta,
-            )
+        let (_, executed) = self
+            .run_proved(user_id, current, meta, |proof| {
+                UserCommand::StartPhoneEnrollment {
+                    enrollment_id,
+                    method,
+                    phone_number: sealed.clone(),
+                    code_digest: code_digest.clone(),
+                    proof,
+                }
+            })
+            .await?;
+        refuse_failed_step_up(&executed)?;
+        self.send_committed(method, phone.as_str(), code, "two_factor_enrollment")
             .await?;
         Ok(NewEnrollment {
             enrollment_id,
@@ -496,26 +558,33 @@ impl TwoFactorCommands {
         if !user.two_factor.enabled {
             return Err(domain(TwoFactorError::NotEnabled));
         }
-        let proof = self.prove(&user, presented).await?;
         // Decide before hashing: a wrong factor is recorded and costs no argon2 work.
+        let proof = self.prove(&user, presented).await?;
         let now = self.pipeline.now();
         let two_factor = &user.two_factor;
         if tf::check_step_up_allowed(two_factor, now).is_err()
             || !two_factor.accepts(&proof, two_factor.step_up.as_ref(), now)
         {
-            let executed = self
-                .run(user_id, &UserCommand::RecordStepUpFailure { proof }, meta)
+            let (_, executed) = self
+                .run_proved(user_id, Some(presented), meta, |proof| {
+                    UserCommand::RecordStepUpFailure {
+                        proof: proof.unwrap_or(Proof::Totp(None)),
+                    }
+                })
                 .await?;
             refuse_failed_step_up(&executed)?;
             return Err(domain(TwoFactorError::InvalidCode));
         }
         let (codes, sealed, count) = self.new_backup_codes(&User::stream_id(user_id)).await?;
-        let cmd = UserCommand::RegenerateBackupCodes {
-            proof,
-            backup_codes: sealed,
-            backup_code_count: count,
-        };
-        let executed = self.run(user_id, &cmd, meta).await?;
+        let (_, executed) = self
+            .run_proved(user_id, Some(presented), meta, |proof| {
+                UserCommand::RegenerateBackupCodes {
+                    proof: proof.unwrap_or(Proof::Totp(None)),
+                    backup_codes: sealed.clone(),
+                    backup_code_count: count,
+                }
+            })
+            .await?;
         refuse_failed_step_up(&executed)?;
         Ok(BackupCodes {
             codes,
@@ -535,7 +604,9 @@ impl TwoFactorCommands {
         let user = self.load(user_id).await?;
         tf::usable_challenge(&user.two_factor, challenge_id, self.pipeline.now())
             .map_err(domain)?;
-        let proof = self.prove(&user, presented).await?;
+        if matches!(presented, Presented::EmailCode(_)) {
+            return Err(domain(TwoFactorError::EmailCodeOnlyForPhoneChange));
+        }
         let token = self.secrets.new_token("wdn_s_");
         let session = SessionSpec {
             session_id: Uuid::now_v7(),
@@ -543,27 +614,29 @@ impl TwoFactorCommands {
             lifetime: self.policy.lifetime,
             idle_timeout: self.policy.idle_timeout,
         };
-        let cmd = match proof {
-            Proof::EmailCode(_) => {
-                return Err(domain(TwoFactorError::EmailCodeOnlyForPhoneChange));
-            }
-            Proof::Totp(totp_step) => UserCommand::VerifyTotp {
-                challenge_id,
-                totp_step,
-                session: session.clone(),
-            },
-            Proof::BackupCode(index) => UserCommand::ConsumeBackupCode {
-                challenge_id,
-                index,
-                session: session.clone(),
-            },
-            Proof::Code(code_digest) => UserCommand::VerifySentCode {
-                challenge_id,
-                code_digest,
-                session: session.clone(),
-            },
-        };
-        let executed = self.run(user_id, &cmd, meta).await?;
+        let (_, executed) = self
+            .run_proved(user_id, Some(presented), meta, |proof| {
+                match proof.unwrap_or(Proof::Totp(None)) {
+                    Proof::Totp(totp_step) => UserCommand::VerifyTotp {
+                        challenge_id,
+                        totp_step,
+                        session: session.clone(),
+                    },
+                    Proof::BackupCode(index) => UserCommand::ConsumeBackupCode {
+                        challenge_id,
+                        index,
+                        session: session.clone(),
+                    },
+                    Proof::Code(code_digest) | Proof::EmailCode(code_digest) => {
+                        UserCommand::VerifySentCode {
+                            challenge_id,
+                            code_digest,
+                            session: session.clone(),
+                        }
+                    }
+                }
+            })
+            .await?;
         let started = executed.events.iter().any(|e| {
             matches!(e.decode::<UserEvent>(), Ok(UserEvent::SessionStarted { session_id, .. }) if session_id == session.session_id)
         });
@@ -750,14 +823,13 @@ impl TwoFactorCommands {
         if !allowed {
             return Err(domain(TwoFactorError::CannotBeDisabled));
         }
-        let user = self.load(user_id).await?;
-        let proof = self.prove(&user, presented).await?;
-        let executed = self
-            .run(
-                user_id,
-                &UserCommand::DisableTwoFactor { allowed, proof },
-                meta,
-            )
+        let (_, executed) = self
+            .run_proved(user_id, Some(presented), meta, |proof| {
+                UserCommand::DisableTwoFactor {
+                    allowed,
+                    proof: proof.unwrap_or(Proof::Totp(None)),
+                }
+            })
             .await?;
         refuse_failed_step_up(&executed)?;
         Ok(executed.position)
