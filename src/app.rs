@@ -12,11 +12,14 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use warden_commands::accounts::{Accounts, SessionPolicy};
 use warden_commands::two_factor::TwoFactorCommands;
+use warden_commands::verify::VerifyCommands;
 use warden_commands::{Clock, EventStore, Pipeline, Secrets};
 use warden_infra::db::{Backend, Database};
 use warden_projections::organizations::OrganizationsProjector;
 use warden_projections::sessions::SessionsProjector;
 use warden_projections::users::UsersProjector;
+use warden_projections::verify::VerifyProjector;
+use warden_projections::webhooks::VerifyWebhooksProjector;
 use warden_projections::{Projections, Projector};
 
 use crate::api;
@@ -38,6 +41,7 @@ pub struct Inner {
     pub pipeline: Pipeline,
     pub accounts: Accounts,
     pub two_factor: TwoFactorCommands,
+    pub verify: VerifyCommands,
     pub projections: Projections,
     pub relay_wake: Arc<Notify>,
     /// How far the relay has durably published.
@@ -98,6 +102,8 @@ impl Core {
             Arc::new(UsersProjector::new(secrets.clone())),
             Arc::new(SessionsProjector),
             Arc::new(OrganizationsProjector::new(secrets.clone())),
+            Arc::new(VerifyProjector::new(secrets.clone())),
+            Arc::new(VerifyWebhooksProjector::new(store.clone(), secrets.clone())),
         ];
         let projections = Projections::new(db.pool.clone(), store.clone(), projectors);
         let projections = match db.backend {
@@ -134,8 +140,18 @@ impl Application {
         let sender = settings
             .sender()
             .context("configuring the message sender")?;
-        let two_factor =
-            TwoFactorCommands::new(pipeline.clone(), core.secrets.clone(), sender, policy);
+        let two_factor = TwoFactorCommands::new(
+            pipeline.clone(),
+            core.secrets.clone(),
+            sender.clone(),
+            policy,
+        );
+        let verify = VerifyCommands::new(
+            pipeline.clone(),
+            core.secrets.clone(),
+            sender,
+            settings.verify_config()?,
+        );
         let metrics = api::metrics::install()
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -149,6 +165,10 @@ impl Application {
             clock.clone(),
             shutdown_rx.clone(),
         )));
+        workers.push(tokio::spawn(
+            warden_infra::webhooks::Dispatcher::new(&core.db, core.secrets.clone(), clock.clone())
+                .run(shutdown_rx.clone()),
+        ));
         let relay =
             crate::bus::spawn_relay(&settings, &core, relay_wake.clone(), shutdown_rx.clone());
         workers.push(relay.task);
@@ -156,6 +176,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
+        let expiry_shutdown = shutdown_rx.clone();
         let state = AppState(Arc::new(Inner {
             settings,
             db: core.db,
@@ -165,12 +186,17 @@ impl Application {
             pipeline,
             accounts,
             two_factor,
+            verify,
             projections: core.projections,
             relay_wake,
             relayed: relay.position,
             bus: relay.in_process,
             metrics,
         }));
+        workers.push(tokio::spawn(crate::verify_expiry::run(
+            state.clone(),
+            expiry_shutdown,
+        )));
         Ok(Self {
             listener,
             state,

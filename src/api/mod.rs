@@ -12,6 +12,8 @@ pub mod organization;
 pub mod sessions;
 pub mod two_factor;
 pub mod users;
+pub mod verifications;
+pub mod verify_profiles;
 pub mod views;
 
 use axum::http::{HeaderName, Request};
@@ -38,6 +40,12 @@ use crate::app::AppState;
         organization::verify_passphrase, organization::set_pin, organization::verify_pin,
         two_factor::status, two_factor::disable, two_factor::enroll, two_factor::confirm, two_factor::regenerate,
         two_factor::verify_challenge, two_factor::send_challenge_code, two_factor::send_step_up_code,
+        verify_profiles::create_profile, verify_profiles::list_profiles, verify_profiles::get_profile,
+        verify_profiles::update_profile, verify_profiles::delete_profile, verify_profiles::list_templates,
+        verify_profiles::create_template, verify_profiles::update_template,
+        verifications::trigger_sms, verifications::trigger_call, verifications::trigger_flashcall,
+        verifications::get_verification, verifications::list_by_phone_number,
+        verifications::verify_by_phone_number, verifications::verify_by_id, verifications::public_key,
     ),
     components(schemas(
         accounts::SignUpRequest, sessions::SignInRequest, users::PatchMeRequest,
@@ -45,6 +53,7 @@ use crate::app::AppState;
         organization::PatchOrganizationRequest, organization::SetPassphraseRequest,
         organization::SetPinRequest, organization::VerifyPassphraseRequest, organization::VerifyPinRequest,
         two_factor::EnrollRequest, two_factor::CodeRequest, two_factor::SendCodeRequest, organization::TwoFactorPolicyRequest,
+        verifications::TriggerRequest, verifications::VerifyByPhoneRequest, verifications::VerifyByIdRequest,
     )),
     modifiers(&BearerAuth),
 )]
@@ -83,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(organization::router())
         .merge(two_factor::router())
+        .merge(verify_profiles::router())
+        .merge(verifications::router())
         .merge(ops::router())
         .merge(docs::router())
         .merge(metrics::router(state.metrics.clone()))

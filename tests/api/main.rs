@@ -15,3 +15,4 @@ mod sessions;
 mod two_factor;
 mod two_factor_codes;
 mod two_factor_policy;
+mod verify;
