@@ -112,7 +112,8 @@ pub fn router(state: AppState) -> Router {
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                let path = verifications::loggable_path(req.uri().path());
+                tracing::info_span!("request", method = %req.method(), path = %path, request_id = %id)
             }),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -55,6 +55,25 @@ pub async fn no_retry_on_429(mut response: Response) -> Response {
     response
 }
 
+/// A request path as logs may show it: the phone number of `by_phone_number/{phone}` is
+/// masked (personal data never reaches the logs in clear).
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    const MARK: &str = "/by_phone_number/";
+    let Some(start) = path.find(MARK).map(|i| i + MARK.len()) else {
+        return path.into();
+    };
+    let rest = path.get(start..).unwrap_or_default();
+    let end = rest.find('/').unwrap_or(rest.len());
+    let phone = rest.get(..end).unwrap_or_default();
+    let masked = warden_commands::sender::mask_recipient(phone);
+    format!(
+        "{}{masked}{}",
+        path.get(..start).unwrap_or_default(),
+        rest.get(end..).unwrap_or_default()
+    )
+    .into()
+}
+
 /// A path id that is not a UUID cannot name anything: 404.
 pub fn path_id(raw: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found())
@@ -454,4 +473,21 @@ pub async fn public_key(
         "record_type": "public_key",
         "organization_id": principal.organization_id,
     }})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_paths_mask_phone_numbers() {
+        assert_eq!(
+            loggable_path("/v2/verifications/by_phone_number/+13035551234/actions/verify"),
+            "/v2/verifications/by_phone_number/***34/actions/verify"
+        );
+        assert_eq!(
+            loggable_path("/v2/verifications/abc"),
+            "/v2/verifications/abc"
+        );
+    }
 }

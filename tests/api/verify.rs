@@ -468,3 +468,46 @@ async fn webhooks_are_signed_the_telnyx_way_and_fail_over() {
     .unwrap();
     assert_eq!(rows, vec!["delivered"; 3]);
 }
+
+#[tokio::test]
+async fn verify_codes_and_numbers_never_reach_events_or_logs() {
+    let (app, sink) = spawn_app_with_sink(Backend::Sqlite).await;
+    let (_, token) = app.owner().await;
+    let phone = format!("+1303{}", 1_000_000 + rand::random::<u32>() % 8_000_000);
+    let id = profile(&app, &token, json!({ "name": "Canary" })).await;
+    let custom = format!("{}", 10_000_000 + rand::random::<u32>() % 80_000_000);
+    let r = app
+        .post(
+            "/v2/verifications/sms",
+            Some(&token),
+            json!({ "phone_number": phone, "verify_profile_id": id, "custom_code": custom }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(send(&app, &token, "call", &id, &phone).await.status, 200);
+    let code = sink.last_code();
+    assert_eq!(check(&app, &token, &id, &phone, &code).await, "accepted");
+    let r = app
+        .get(
+            &format!("/v2/verifications/by_phone_number/{phone}"),
+            &token,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let events = app.events_table_text().await;
+    let logs = captured_logs();
+    for secret in [phone.as_str(), custom.as_str()] {
+        assert!(!events.contains(secret), "events hold {secret}");
+        assert!(!logs.contains(secret), "logs hold {secret}");
+    }
+    for needle in [
+        format!("\"{code}\""),
+        format!("={code}"),
+        format!(": {code}"),
+    ] {
+        assert!(
+            !events.contains(&needle) && !logs.contains(&needle),
+            "code leaked as {needle}"
+        );
+    }
+}
