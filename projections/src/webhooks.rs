@@ -105,7 +105,7 @@ pub async fn deliveries(
 }
 
 /// Enqueues Verify's webhooks (`verify.sent`, `verify.delivered`, `verify.failed`,
-/// `verify.accepted`, `verify.expired`) for profiles with a `webhook_url`, keeping its own
+/// `verify.accepted`, `verify.expired`, `verify.spend_threshold_reached`) for profiles with a `webhook_url`, keeping its own
 /// table of where each profile's webhooks go.
 pub struct VerifyWebhooksProjector {
     store: Arc<dyn EventStore>,
@@ -167,6 +167,30 @@ impl Projector for VerifyWebhooksProjector {
                 let e: VerifyProfileEvent = event
                     .decode()
                     .map_err(|e| ProjectionError::decode(event, e))?;
+                if let VerifyProfileEvent::SpendThresholdReached {
+                    day,
+                    percent,
+                    spent,
+                    limit,
+                } = &e
+                {
+                    let payload = json!({
+                        "profile_id": id,
+                        "record_type": "verify_profile_spend",
+                        "day": day.to_string(),
+                        "percent": percent,
+                        "spent": spent.dollars(),
+                        "daily_spend_limit": limit.dollars(),
+                    });
+                    return enqueue_for_profile(
+                        conn,
+                        event,
+                        id,
+                        "verify.spend_threshold_reached",
+                        payload,
+                    )
+                    .await;
+                }
                 route(conn, id, e).await
             }
             "verification" => {
@@ -235,6 +259,7 @@ async fn route(
 
 #[derive(FromRow)]
 struct Target {
+    organization_id: String,
     url: Option<String>,
     failover_url: Option<String>,
 }
@@ -251,19 +276,6 @@ impl VerifyWebhooksProjector {
             return Ok(());
         };
         let profile_id = sent.profile_id.to_string();
-        let target = sqlx::query_as::<_, Target>(
-            "SELECT url, failover_url FROM verify_webhook_targets WHERE profile_id = $1",
-        )
-        .bind(&profile_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(Target {
-            url: Some(url),
-            failover_url,
-        }) = target
-        else {
-            return Ok(());
-        };
         let phone = open_text(self.secrets.as_ref(), &sent.phone_number).await?;
         let created_at = state.created_at.map(format_time);
         let payload = json!({
@@ -282,28 +294,53 @@ impl VerifyWebhooksProjector {
             "created_at": created_at,
             "updated_at": format_time(event.recorded_at),
         });
-        let data = json!({
-            "event_type": event_type,
-            "id": event.event_id,
-            "occurred_at": format_time(event.recorded_at),
-            "payload": payload,
-            "record_type": "event",
-        });
-        enqueue(
-            conn,
-            NewDelivery {
-                organization_id: sent.organization_id.to_string(),
-                subscription: format!("verify_profile:{profile_id}"),
-                event_id: event.event_id.to_string(),
-                event_type: event_type.to_owned(),
-                scheme: SCHEME_TELNYX_ED25519,
-                url,
-                failover_url,
-                data,
-                at: event.recorded_at,
-            },
-        )
-        .await?;
-        Ok(())
+        enqueue_for_profile(conn, event, &profile_id, event_type, payload).await
     }
+}
+
+/// Enqueues one Telnyx-enveloped event for the profile's webhook URL, if it has one.
+async fn enqueue_for_profile(
+    conn: &mut AnyConnection,
+    event: &RecordedEvent,
+    profile_id: &str,
+    event_type: &'static str,
+    payload: Value,
+) -> Result<(), ProjectionError> {
+    let target = sqlx::query_as::<_, Target>(
+        "SELECT organization_id, url, failover_url FROM verify_webhook_targets WHERE profile_id = $1",
+    )
+    .bind(profile_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(Target {
+        organization_id,
+        url: Some(url),
+        failover_url,
+    }) = target
+    else {
+        return Ok(());
+    };
+    let data = json!({
+        "event_type": event_type,
+        "id": event.event_id,
+        "occurred_at": format_time(event.recorded_at),
+        "payload": payload,
+        "record_type": "event",
+    });
+    enqueue(
+        conn,
+        NewDelivery {
+            organization_id,
+            subscription: format!("verify_profile:{profile_id}"),
+            event_id: event.event_id.to_string(),
+            event_type: event_type.to_owned(),
+            scheme: SCHEME_TELNYX_ED25519,
+            url,
+            failover_url,
+            data,
+            at: event.recorded_at,
+        },
+    )
+    .await?;
+    Ok(())
 }

@@ -403,7 +403,8 @@ async fn webhooks_are_signed_the_telnyx_way_and_fail_over() {
     let id = profile(
         &app,
         &token,
-        json!({ "name": "Hooks", "webhook_url": broken, "webhook_failover_url": good }),
+        json!({ "name": "Hooks", "webhook_url": broken, "webhook_failover_url": good,
+                "daily_spend_limit": 0.05, "daily_spend_limit_enabled": true }),
     )
     .await;
     assert_eq!(send(&app, &token, "sms", &id, PHONE).await.status, 200);
@@ -429,18 +430,25 @@ async fn webhooks_are_signed_the_telnyx_way_and_fail_over() {
             .iter()
             .map(|(_, b)| serde_json::from_str::<Value>(b).unwrap()["data"]["event_type"].clone())
             .collect::<Vec<_>>();
-        if types.len() >= 3 {
+        if types.len() >= 5 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    types.sort_by_key(|t| t.to_string());
     assert_eq!(
         types,
-        vec!["verify.sent", "verify.delivered", "verify.accepted"]
+        vec![
+            "verify.accepted",
+            "verify.delivered",
+            "verify.sent",
+            "verify.spend_threshold_reached",
+            "verify.spend_threshold_reached",
+        ]
     );
     assert_eq!(
         broken_seen.lock().unwrap().len(),
-        3,
+        5,
         "each tried the primary first"
     );
     for (headers, body) in good_seen.lock().unwrap().iter() {
@@ -456,6 +464,15 @@ async fn webhooks_are_signed_the_telnyx_way_and_fail_over() {
         let v: Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["data"]["record_type"], "event");
         assert_eq!(v["data"]["payload"]["profile_id"], id);
+        if v["data"]["event_type"] == "verify.spend_threshold_reached" {
+            assert_eq!(v["data"]["payload"]["daily_spend_limit"], 0.05);
+            continue;
+        }
+        if v["data"]["event_type"] == "verify.spend_threshold_reached" {
+            assert_eq!(v["data"]["payload"]["daily_spend_limit"], 0.05);
+            assert_eq!(v["meta"]["delivered_to"], good);
+            continue;
+        }
         assert_eq!(v["data"]["payload"]["phone_number"], PHONE);
         assert_eq!(v["meta"]["delivered_to"], good);
         assert_eq!(v["meta"]["attempt"], 1);
@@ -466,7 +483,7 @@ async fn webhooks_are_signed_the_telnyx_way_and_fail_over() {
     .fetch_all(&app.state.db.pool)
     .await
     .unwrap();
-    assert_eq!(rows, vec!["delivered"; 3]);
+    assert_eq!(rows, vec!["delivered"; 5]);
 }
 
 #[tokio::test]
