@@ -13,12 +13,15 @@ use tokio::task::JoinHandle;
 use warden_commands::accounts::{Accounts, SessionPolicy};
 use warden_commands::members::Members;
 use warden_commands::two_factor::TwoFactorCommands;
+use warden_commands::verify::VerifyCommands;
 use warden_commands::{Clock, EventStore, Pipeline, Secrets};
 use warden_infra::db::{Backend, Database};
 use warden_projections::members::MembersProjector;
 use warden_projections::organizations::OrganizationsProjector;
 use warden_projections::sessions::SessionsProjector;
 use warden_projections::users::UsersProjector;
+use warden_projections::verify::VerifyProjector;
+use warden_projections::webhooks::VerifyWebhooksProjector;
 use warden_projections::{Projections, Projector};
 
 use crate::api;
@@ -41,6 +44,7 @@ pub struct Inner {
     pub accounts: Accounts,
     pub two_factor: TwoFactorCommands,
     pub members: Members,
+    pub verify: VerifyCommands,
     pub projections: Projections,
     pub relay_wake: Arc<Notify>,
     /// How far the relay has durably published.
@@ -102,6 +106,8 @@ impl Core {
             Arc::new(SessionsProjector),
             Arc::new(OrganizationsProjector::new(secrets.clone())),
             Arc::new(MembersProjector::new(secrets.clone())),
+            Arc::new(VerifyProjector::new(secrets.clone())),
+            Arc::new(VerifyWebhooksProjector::new(store.clone(), secrets.clone())),
         ];
         let projections = Projections::new(db.pool.clone(), store.clone(), projectors);
         let projections = match db.backend {
@@ -144,7 +150,18 @@ impl Application {
             sender.clone(),
             policy,
         );
-        let members = Members::new(pipeline.clone(), core.secrets.clone(), sender, policy);
+        let members = Members::new(
+            pipeline.clone(),
+            core.secrets.clone(),
+            sender.clone(),
+            policy,
+        );
+        let verify = VerifyCommands::new(
+            pipeline.clone(),
+            core.secrets.clone(),
+            sender,
+            settings.verify_config()?,
+        );
         let metrics = api::metrics::install()
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -158,6 +175,10 @@ impl Application {
             clock.clone(),
             shutdown_rx.clone(),
         )));
+        workers.push(tokio::spawn(
+            warden_infra::webhooks::Dispatcher::new(&core.db, core.secrets.clone(), clock.clone())
+                .run(shutdown_rx.clone()),
+        ));
         let relay =
             crate::bus::spawn_relay(&settings, &core, relay_wake.clone(), shutdown_rx.clone());
         workers.push(relay.task);
@@ -165,6 +186,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
+        let expiry_shutdown = shutdown_rx.clone();
         let state = AppState(Arc::new(Inner {
             settings,
             db: core.db,
@@ -175,12 +197,17 @@ impl Application {
             accounts,
             two_factor,
             members,
+            verify,
             projections: core.projections,
             relay_wake,
             relayed: relay.position,
             bus: relay.in_process,
             metrics,
         }));
+        workers.push(tokio::spawn(crate::verify_expiry::run(
+            state.clone(),
+            expiry_shutdown,
+        )));
         Ok(Self {
             listener,
             state,

@@ -95,6 +95,24 @@ pub struct Settings {
     /// Log line format.
     #[arg(long, env = "WARDEN_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Verify: codes sent to one number per verify profile per hour.
+    #[arg(long, env = "WARDEN_VERIFY_SENDS_PER_NUMBER", default_value_t = 5)]
+    pub verify_sends_per_number: usize,
+    /// Verify: codes sent per verify profile per hour.
+    #[arg(long, env = "WARDEN_VERIFY_SENDS_PER_PROFILE", default_value_t = 1000)]
+    pub verify_sends_per_profile: usize,
+    /// Verify: codes requested from one client address per verify profile per hour.
+    #[arg(long, env = "WARDEN_VERIFY_SENDS_PER_CLIENT", default_value_t = 300)]
+    pub verify_sends_per_client: usize,
+    /// Verify: price of an SMS verification in USD (counts toward daily_spend_limit).
+    #[arg(long, env = "WARDEN_VERIFY_PRICE_SMS", default_value_t = 0.05)]
+    pub verify_price_sms: f64,
+    /// Verify: price of a call verification in USD.
+    #[arg(long, env = "WARDEN_VERIFY_PRICE_CALL", default_value_t = 0.09)]
+    pub verify_price_call: f64,
+    /// Verify: price of a flash-call verification in USD.
+    #[arg(long, env = "WARDEN_VERIFY_PRICE_FLASHCALL", default_value_t = 0.045)]
+    pub verify_price_flashcall: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +127,8 @@ pub enum SettingsError {
     MissingSenderUrl,
     #[error("session lifetimes must be positive")]
     BadSessionLifetime,
+    #[error("Verify prices must be US dollar amounts from 0 to 1000000")]
+    BadVerifyPrice,
 }
 
 impl Settings {
@@ -128,6 +148,7 @@ impl Settings {
         if self.session_lifetime_secs <= 0 || self.session_idle_secs <= 0 {
             return Err(SettingsError::BadSessionLifetime);
         }
+        self.verify_config()?;
         Ok(())
     }
 
@@ -155,7 +176,32 @@ impl Settings {
             session_lifetime_secs: 24 * 3600,
             session_idle_secs: 3600,
             log_format: LogFormat::Text,
+            verify_sends_per_number: 5,
+            verify_sends_per_profile: 1000,
+            verify_sends_per_client: 300,
+            verify_price_sms: 0.05,
+            verify_price_call: 0.09,
+            verify_price_flashcall: 0.045,
         }
+    }
+
+    /// Verify's send limits and prices.
+    pub fn verify_config(&self) -> Result<warden_commands::verify::VerifyConfig, SettingsError> {
+        use warden_domain::verify::profile::SendLimits;
+        use warden_domain::verify::values::MicroUsd;
+        let price = |usd: f64| MicroUsd::parse("/", usd).map_err(|_| SettingsError::BadVerifyPrice);
+        Ok(warden_commands::verify::VerifyConfig {
+            limits: SendLimits {
+                per_number: self.verify_sends_per_number,
+                per_profile: self.verify_sends_per_profile,
+                per_client: self.verify_sends_per_client,
+            },
+            prices: warden_commands::verify::Prices {
+                sms: price(self.verify_price_sms)?,
+                call: price(self.verify_price_call)?,
+                flashcall: price(self.verify_price_flashcall)?,
+            },
+        })
     }
 }
 

@@ -14,6 +14,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod telemetry;
+pub mod verify_expiry;
 
 pub use app::{AppState, Application};
 pub use config::Settings;

@@ -17,6 +17,7 @@ pub mod ports;
 pub mod sender;
 pub mod store;
 pub mod two_factor;
+pub mod verify;
 
 pub use error::CommandError;
 pub use pipeline::{Executed, Meta, Pipeline, Plan};

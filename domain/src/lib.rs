@@ -18,6 +18,7 @@ pub mod sealed;
 pub mod two_factor;
 pub mod user;
 pub mod values;
+pub mod verify;
 
 pub use aggregate::{Aggregate, Ctx};
 pub use event::{DomainEvent, EventMetadata, RecordedEvent};

@@ -13,3 +13,4 @@ pub mod relay;
 pub mod sender;
 pub mod store;
 pub mod vault;
+pub mod webhooks;

@@ -13,6 +13,8 @@ pub mod organizations;
 pub mod runtime;
 pub mod sessions;
 pub mod users;
+pub mod verify;
+pub mod webhooks;
 
 pub use runtime::{ProjectionError, Projections, Projector};
 

@@ -69,6 +69,18 @@ pub fn access(method: &Method, route: &str) -> Option<Access> {
         "/v2/api_keys" | "/v2/api_keys/{id}" | "/v2/api_keys/{id}/actions/rotate" => {
             Needs(P::ApiKeysManage)
         }
+        "/v2/verify_profiles"
+        | "/v2/verify_profiles/{id}"
+        | "/v2/verify_profiles/templates"
+        | "/v2/verify_profiles/templates/{id}"
+        | "/v2/verifications/sms"
+        | "/v2/verifications/call"
+        | "/v2/verifications/flashcall"
+        | "/v2/verifications/{id}"
+        | "/v2/verifications/{id}/actions/verify"
+        | "/v2/verifications/by_phone_number/{phone}"
+        | "/v2/verifications/by_phone_number/{phone}/actions/verify"
+        | "/v2/public_key" => Needs(if read { P::VerifyRead } else { P::VerifyManage }),
         _ => return None,
     })
 }

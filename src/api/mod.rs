@@ -16,6 +16,8 @@ pub mod paging;
 pub mod sessions;
 pub mod two_factor;
 pub mod users;
+pub mod verifications;
+pub mod verify_profiles;
 pub mod views;
 
 use axum::http::{HeaderName, Request};
@@ -48,6 +50,12 @@ use crate::app::AppState;
         members::accept_invitation, members::list_members, members::groups_report, members::get_member,
         members::set_member_groups, members::member_action,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
+        verify_profiles::create_profile, verify_profiles::list_profiles, verify_profiles::get_profile,
+        verify_profiles::update_profile, verify_profiles::delete_profile, verify_profiles::list_templates,
+        verify_profiles::create_template, verify_profiles::update_template,
+        verifications::trigger_sms, verifications::trigger_call, verifications::trigger_flashcall,
+        verifications::get_verification, verifications::list_by_phone_number,
+        verifications::verify_by_phone_number, verifications::verify_by_id, verifications::public_key,
     ),
     components(schemas(
         accounts::SignUpRequest, sessions::SignInRequest, users::PatchMeRequest,
@@ -57,6 +65,7 @@ use crate::app::AppState;
         two_factor::EnrollRequest, two_factor::RecoverRequest, two_factor::CodeRequest, two_factor::SendCodeRequest, organization::TwoFactorPolicyRequest,
         members::GroupRequest, members::InviteRequest, members::AcceptRequest, members::MemberGroupsRequest,
         api_keys::CreateApiKeyRequest,
+        verifications::TriggerRequest, verifications::VerifyByPhoneRequest, verifications::VerifyByIdRequest,
     )),
     modifiers(&BearerAuth),
 )]
@@ -97,6 +106,8 @@ pub fn router(state: AppState) -> Router {
         .merge(two_factor::router())
         .merge(members::router())
         .merge(api_keys::router())
+        .merge(verify_profiles::router())
+        .merge(verifications::router())
         .merge(ops::router())
         .merge(docs::router())
         .merge(metrics::router(state.metrics.clone()))
@@ -116,7 +127,8 @@ pub fn router(state: AppState) -> Router {
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                let path = verifications::loggable_path(req.uri().path());
+                tracing::info_span!("request", method = %req.method(), path = %path, request_id = %id)
             }),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -18,3 +18,4 @@ mod two_factor;
 mod two_factor_codes;
 mod two_factor_policy;
 mod two_factor_recovery;
+mod verify;

@@ -117,6 +117,17 @@ impl World {
                 invite(app, &self.sink, owner, &email, &[]).await.0
             }
             Fixture::Member => sub_user(app, &self.sink, owner, &[]).await.0,
+            Fixture::VerifyProfile => {
+                let r = app
+                    .post(
+                        "/v2/verify_profiles",
+                        Some(owner),
+                        json!({ "name": format!("p-{}", uuid::Uuid::new_v4().simple()) }),
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.text);
+                r.data()["id"].as_str().unwrap_or_default().to_owned()
+            }
             Fixture::ApiKey => {
                 // The caller's own key when they may have one; A's owner's otherwise.
                 let token = if matches!(who, Who::Owner | Who::With) {
@@ -141,6 +152,7 @@ enum Fixture {
     Invitation,
     Member,
     ApiKey,
+    VerifyProfile,
 }
 
 struct Row {

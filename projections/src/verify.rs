@@ -1,0 +1,436 @@
+//! `verify`: verify profiles, message templates and verifications as the Telnyx-compatible
+//! API shows them — the models behind `/v2/verify_profiles` and `/v2/verifications`, and the
+//! expiry scheduler's list of pending verifications.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, AnyPool, FromRow};
+use warden_commands::Secrets;
+use warden_domain::chain::format_time;
+use warden_domain::verify::profile::{ChannelSettings, ProfileSettings, VerifyProfileEvent};
+use warden_domain::verify::template::VerifyTemplateEvent;
+use warden_domain::verify::verification::{VerificationEvent, MAX_FAILED_ATTEMPTS};
+use warden_domain::RecordedEvent;
+
+use crate::{open_text, ProjectionError, Projector};
+
+pub struct VerifyProjector {
+    secrets: Arc<dyn Secrets>,
+}
+
+impl VerifyProjector {
+    pub fn new(secrets: Arc<dyn Secrets>) -> Self {
+        Self { secrets }
+    }
+}
+
+/// The API's JSON of one channel's settings.
+fn channel_view(c: &ChannelSettings, with_code: bool, with_sender: bool) -> Value {
+    let mut v = serde_json::Map::new();
+    v.insert("app_name".into(), json!(c.app_name));
+    v.insert(
+        "default_verification_timeout_secs".into(),
+        json!(c.default_verification_timeout_secs),
+    );
+    v.insert(
+        "whitelisted_destinations".into(),
+        json!(Vec::<String>::from(c.whitelisted_destinations.clone())),
+    );
+    if with_code {
+        v.insert("code_length".into(), json!(c.code_length));
+        v.insert(
+            "messaging_template_id".into(),
+            json!(c.messaging_template_id),
+        );
+    }
+    if with_sender {
+        v.insert("alpha_sender".into(), json!(c.alpha_sender));
+    }
+    Value::Object(v)
+}
+
+/// The API's JSON of a profile's settings (Telnyx `VerifyProfile` fields).
+pub fn settings_view(s: &ProfileSettings) -> Value {
+    json!({
+        "name": s.name,
+        "webhook_url": s.webhook_url,
+        "webhook_failover_url": s.webhook_failover_url,
+        "language": s.language,
+        "daily_spend_limit": s.daily_spend_limit.map(|m| m.dollars()),
+        "daily_spend_limit_enabled": s.daily_spend_limit_enabled,
+        "sms": channel_view(&s.sms, true, true),
+        "call": channel_view(&s.call, true, false),
+        "flashcall": channel_view(&s.flashcall, false, false),
+    })
+}
+
+#[async_trait]
+impl Projector for VerifyProjector {
+    fn name(&self) -> &'static str {
+        "verify"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["verify_profiles", "verify_templates", "verifications"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let at = format_time(event.recorded_at);
+        match event.stream_type.as_str() {
+            "verify_profile" => {
+                let id = event.stream_id.trim_start_matches("verify_profile-");
+                let e: VerifyProfileEvent = event
+                    .decode()
+                    .map_err(|e| ProjectionError::decode(event, e))?;
+                apply_profile(conn, id, &at, e).await
+            }
+            "verify_template" => {
+                let id = event.stream_id.trim_start_matches("verify_template-");
+                let e: VerifyTemplateEvent = event
+                    .decode()
+                    .map_err(|e| ProjectionError::decode(event, e))?;
+                apply_template(conn, id, &at, e).await
+            }
+            "verification" => {
+                let id = event.stream_id.trim_start_matches("verification-");
+                let e: VerificationEvent = event
+                    .decode()
+                    .map_err(|e| ProjectionError::decode(event, e))?;
+                self.apply_verification(conn, id, &at, e).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn apply_profile(
+    conn: &mut AnyConnection,
+    id: &str,
+    at: &str,
+    e: VerifyProfileEvent,
+) -> Result<(), ProjectionError> {
+    match e {
+        VerifyProfileEvent::Created {
+            organization_id,
+            settings,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO verify_profiles (profile_id, organization_id, name, settings, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(id)
+            .bind(organization_id.to_string())
+            .bind(&settings.name)
+            .bind(settings_view(&settings).to_string())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        VerifyProfileEvent::Updated { settings } => {
+            sqlx::query(
+                "UPDATE verify_profiles SET name = $2, settings = $3, updated_at = $4 WHERE profile_id = $1",
+            )
+            .bind(id)
+            .bind(&settings.name)
+            .bind(settings_view(&settings).to_string())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        VerifyProfileEvent::Deleted {} => {
+            sqlx::query("DELETE FROM verify_profiles WHERE profile_id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        VerifyProfileEvent::SendReserved(_) | VerifyProfileEvent::SpendThresholdReached { .. } => {}
+    }
+    Ok(())
+}
+
+async fn apply_template(
+    conn: &mut AnyConnection,
+    id: &str,
+    at: &str,
+    e: VerifyTemplateEvent,
+) -> Result<(), ProjectionError> {
+    match e {
+        VerifyTemplateEvent::Created {
+            organization_id,
+            text,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO verify_templates (template_id, organization_id, text, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(id)
+            .bind(organization_id.to_string())
+            .bind(text.as_str())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        VerifyTemplateEvent::Updated { text } => {
+            sqlx::query(
+                "UPDATE verify_templates SET text = $2, updated_at = $3 WHERE template_id = $1",
+            )
+            .bind(id)
+            .bind(text.as_str())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl VerifyProjector {
+    async fn apply_verification(
+        &self,
+        conn: &mut AnyConnection,
+        id: &str,
+        at: &str,
+        e: VerificationEvent,
+    ) -> Result<(), ProjectionError> {
+        let set = |column: &'static str, value: &'static str| {
+            format!("UPDATE verifications SET {column} = '{value}', updated_at = $2 WHERE verification_id = $1")
+        };
+        let sql = match e {
+            VerificationEvent::Sent(sent) => {
+                let phone = open_text(self.secrets.as_ref(), &sent.phone_number)
+                    .await?
+                    .unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO verifications (verification_id, organization_id, profile_id, phone_number, \
+                     type, status, delivery_status, failed_attempts, timeout_secs, custom_code, expires_at, \
+                     created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 'sent', 0, $6, $7, $8, $9, $9)",
+                )
+                .bind(id)
+                .bind(sent.organization_id.to_string())
+                .bind(sent.profile_id.to_string())
+                .bind(phone)
+                .bind(sent.channel.as_str())
+                .bind(i64::from(sent.timeout_secs))
+                .bind(i64::from(sent.custom_code))
+                .bind(format_time(sent.expires_at))
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
+            VerificationEvent::CodeRejected { failed_attempts } => {
+                sqlx::query(
+                    "UPDATE verifications SET failed_attempts = $3, updated_at = $2 WHERE verification_id = $1",
+                )
+                .bind(id)
+                .bind(at)
+                .bind(i64::from(failed_attempts.min(MAX_FAILED_ATTEMPTS)))
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
+            VerificationEvent::Delivered {} => set("delivery_status", "delivered"),
+            VerificationEvent::DeliveryFailed { .. } => {
+                sqlx::query(
+                    "UPDATE verifications SET status = 'error', delivery_status = 'sending_failed', \
+                     updated_at = $2 WHERE verification_id = $1",
+                )
+                .bind(id)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
+            VerificationEvent::Accepted { .. } => set("status", "accepted"),
+            VerificationEvent::Invalidated { .. } => set("status", "invalid"),
+            VerificationEvent::Expired {} => set("status", "expired"),
+        };
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A row of `verify_profiles`.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize)]
+pub struct ProfileRow {
+    pub profile_id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub settings: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const PROFILE_SELECT: &str =
+    "SELECT profile_id, organization_id, name, settings, created_at, updated_at FROM verify_profiles";
+
+/// One of the organization's profiles.
+pub async fn profile(
+    pool: &AnyPool,
+    organization_id: &str,
+    profile_id: &str,
+) -> Result<Option<ProfileRow>, sqlx::Error> {
+    sqlx::query_as::<_, ProfileRow>(&format!(
+        "{PROFILE_SELECT} WHERE organization_id = $1 AND profile_id = $2"
+    ))
+    .bind(organization_id)
+    .bind(profile_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A page of the organization's profiles (optionally only those named `name`), oldest
+/// first, and how many there are in all.
+pub async fn profiles(
+    pool: &AnyPool,
+    organization_id: &str,
+    name: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<ProfileRow>, i64), sqlx::Error> {
+    let filter = "WHERE organization_id = $1 AND ($2 = '' OR name = $2)";
+    let rows = sqlx::query_as::<_, ProfileRow>(&format!(
+        "{PROFILE_SELECT} {filter} ORDER BY created_at, profile_id LIMIT $3 OFFSET $4"
+    ))
+    .bind(organization_id)
+    .bind(name.unwrap_or_default())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM verify_profiles {filter}"))
+        .bind(organization_id)
+        .bind(name.unwrap_or_default())
+        .fetch_one(pool)
+        .await?;
+    Ok((rows, total))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize)]
+pub struct TemplateRow {
+    pub template_id: String,
+    pub text: String,
+}
+
+/// The organization's own templates, oldest first.
+pub async fn templates(
+    pool: &AnyPool,
+    organization_id: &str,
+) -> Result<Vec<TemplateRow>, sqlx::Error> {
+    sqlx::query_as::<_, TemplateRow>(
+        "SELECT template_id, text FROM verify_templates WHERE organization_id = $1 \
+         ORDER BY created_at, template_id",
+    )
+    .bind(organization_id)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn template(
+    pool: &AnyPool,
+    organization_id: &str,
+    template_id: &str,
+) -> Result<Option<TemplateRow>, sqlx::Error> {
+    sqlx::query_as::<_, TemplateRow>(
+        "SELECT template_id, text FROM verify_templates WHERE organization_id = $1 AND template_id = $2",
+    )
+    .bind(organization_id)
+    .bind(template_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A row of `verifications`.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize)]
+pub struct VerificationRow {
+    pub verification_id: String,
+    pub organization_id: String,
+    pub profile_id: String,
+    pub phone_number: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub delivery_status: String,
+    pub failed_attempts: i64,
+    pub timeout_secs: i64,
+    pub custom_code: i64,
+    pub expires_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const VERIFICATION_SELECT: &str =
+    "SELECT verification_id, organization_id, profile_id, phone_number, type, status, delivery_status, \
+     failed_attempts, timeout_secs, custom_code, expires_at, created_at, updated_at FROM verifications";
+
+pub async fn verification(
+    pool: &AnyPool,
+    organization_id: &str,
+    verification_id: &str,
+) -> Result<Option<VerificationRow>, sqlx::Error> {
+    sqlx::query_as::<_, VerificationRow>(&format!(
+        "{VERIFICATION_SELECT} WHERE organization_id = $1 AND verification_id = $2"
+    ))
+    .bind(organization_id)
+    .bind(verification_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A page of the organization's verifications of one number, newest first, and the total.
+pub async fn by_phone_number(
+    pool: &AnyPool,
+    organization_id: &str,
+    phone_number: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<VerificationRow>, i64), sqlx::Error> {
+    let rows = sqlx::query_as::<_, VerificationRow>(&format!(
+        "{VERIFICATION_SELECT} WHERE organization_id = $1 AND phone_number = $2 \
+         ORDER BY created_at DESC, verification_id DESC LIMIT $3 OFFSET $4"
+    ))
+    .bind(organization_id)
+    .bind(phone_number)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM verifications WHERE organization_id = $1 AND phone_number = $2",
+    )
+    .bind(organization_id)
+    .bind(phone_number)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, total))
+}
+
+/// Pending verifications whose time ran out by `now` (for the expiry scheduler).
+pub async fn due_for_expiry(
+    pool: &AnyPool,
+    now: &str,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT verification_id FROM verifications WHERE status = 'pending' AND expires_at <= $1 \
+         ORDER BY expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

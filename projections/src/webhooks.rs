@@ -1,0 +1,346 @@
+//! Webhooks fed from the log. The generic part is the durable delivery queue
+//! (`webhook_deliveries`, `webhook_attempts`): any producer enqueues an event object for a
+//! URL under a signing `scheme`, and the dispatcher (in `warden-infra`) sends, signs, retries
+//! and records. The Verify producer is a projector, so it follows the log from its own
+//! checkpoint and enqueues each delivery exactly once, in the same transaction.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, AnyPool, FromRow};
+use uuid::Uuid;
+use warden_commands::{EventStore, Secrets};
+use warden_domain::chain::format_time;
+use warden_domain::verify::profile::VerifyProfileEvent;
+use warden_domain::verify::verification::{Verification, VerificationEvent};
+use warden_domain::{Aggregate, RecordedEvent};
+
+use crate::{open_text, ProjectionError, Projector};
+
+/// Telnyx's signature: Ed25519 over `"{timestamp}|{body}"`.
+pub const SCHEME_TELNYX_ED25519: &str = "telnyx_ed25519";
+
+/// A delivery to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub organization_id: String,
+    /// Who subscribed (`verify_profile:<id>`, `endpoint:<id>`): one delivery per event each.
+    pub subscription: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub scheme: &'static str,
+    pub url: String,
+    pub failover_url: Option<String>,
+    /// The event object; the scheme wraps it in its envelope per attempt.
+    pub data: Value,
+    pub at: DateTime<Utc>,
+}
+
+/// Enqueues a delivery unless this event already has one for this subscription.
+pub async fn enqueue(conn: &mut AnyConnection, d: NewDelivery) -> Result<(), sqlx::Error> {
+    let at = format_time(d.at);
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (delivery_id, organization_id, subscription, event_id, event_type, \
+         scheme, url, failover_url, data, status, attempts, next_attempt_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10, $10) \
+         ON CONFLICT (event_id, subscription) DO NOTHING",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(d.organization_id)
+    .bind(d.subscription)
+    .bind(d.event_id)
+    .bind(d.event_type)
+    .bind(d.scheme)
+    .bind(d.url)
+    .bind(d.failover_url)
+    .bind(d.data.to_string())
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A row of `webhook_deliveries`.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize)]
+pub struct DeliveryRow {
+    pub delivery_id: String,
+    pub organization_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub scheme: String,
+    pub url: String,
+    pub failover_url: Option<String>,
+    pub data: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: String,
+    pub delivered_to: Option<String>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub const DELIVERY_COLUMNS: &str =
+    "delivery_id, organization_id, event_id, event_type, scheme, url, failover_url, data, status, \
+     attempts, next_attempt_at, delivered_to, last_status, last_error, created_at, updated_at";
+
+/// The organization's deliveries, newest first.
+pub async fn deliveries(
+    pool: &AnyPool,
+    organization_id: &str,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as::<_, DeliveryRow>(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE organization_id = $1 \
+         ORDER BY created_at DESC, delivery_id DESC LIMIT $2"
+    ))
+    .bind(organization_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Enqueues Verify's webhooks (`verify.sent`, `verify.delivered`, `verify.failed`,
+/// `verify.accepted`, `verify.expired`, `verify.spend_threshold_reached`) for profiles with a `webhook_url`, keeping its own
+/// table of where each profile's webhooks go.
+pub struct VerifyWebhooksProjector {
+    store: Arc<dyn EventStore>,
+    secrets: Arc<dyn Secrets>,
+}
+
+impl VerifyWebhooksProjector {
+    pub fn new(store: Arc<dyn EventStore>, secrets: Arc<dyn Secrets>) -> Self {
+        Self { store, secrets }
+    }
+
+    /// The verification as it stood right after `event` (its stream folded up to it).
+    async fn state_at(&self, event: &RecordedEvent) -> Result<Verification, ProjectionError> {
+        let mut state = Verification::default();
+        for e in self.store.read_stream(&event.stream_id, 0).await? {
+            if e.version > event.version {
+                break;
+            }
+            let decoded: VerificationEvent =
+                e.decode().map_err(|err| ProjectionError::decode(&e, err))?;
+            state.apply(&decoded, e.recorded_at);
+        }
+        Ok(state)
+    }
+}
+
+/// The webhook a verification event raises, if any.
+fn webhook_type(e: &VerificationEvent) -> Option<&'static str> {
+    match e {
+        VerificationEvent::Sent(_) => Some("verify.sent"),
+        VerificationEvent::Delivered {} => Some("verify.delivered"),
+        VerificationEvent::DeliveryFailed { .. } => Some("verify.failed"),
+        VerificationEvent::Accepted { .. } => Some("verify.accepted"),
+        VerificationEvent::Expired {} => Some("verify.expired"),
+        VerificationEvent::CodeRejected { .. } | VerificationEvent::Invalidated { .. } => None,
+    }
+}
+
+#[async_trait]
+impl Projector for VerifyWebhooksProjector {
+    fn name(&self) -> &'static str {
+        "verify_webhooks"
+    }
+
+    /// Only its own routing table: deliveries are never deleted, and re-enqueueing an event
+    /// after a rebuild is a no-op.
+    fn tables(&self) -> &'static [&'static str] {
+        &["verify_webhook_targets"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        match event.stream_type.as_str() {
+            "verify_profile" => {
+                let id = event.stream_id.trim_start_matches("verify_profile-");
+                let e: VerifyProfileEvent = event
+                    .decode()
+                    .map_err(|e| ProjectionError::decode(event, e))?;
+                if let VerifyProfileEvent::SpendThresholdReached {
+                    day,
+                    percent,
+                    spent,
+                    limit,
+                } = &e
+                {
+                    let payload = json!({
+                        "profile_id": id,
+                        "record_type": "verify_profile_spend",
+                        "day": day.to_string(),
+                        "percent": percent,
+                        "spent": spent.dollars(),
+                        "daily_spend_limit": limit.dollars(),
+                    });
+                    return enqueue_for_profile(
+                        conn,
+                        event,
+                        id,
+                        "verify.spend_threshold_reached",
+                        payload,
+                    )
+                    .await;
+                }
+                route(conn, id, e).await
+            }
+            "verification" => {
+                let e: VerificationEvent = event
+                    .decode()
+                    .map_err(|e| ProjectionError::decode(event, e))?;
+                let Some(event_type) = webhook_type(&e) else {
+                    return Ok(());
+                };
+                self.enqueue_verification(conn, event, event_type).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn route(
+    conn: &mut AnyConnection,
+    profile_id: &str,
+    e: VerifyProfileEvent,
+) -> Result<(), ProjectionError> {
+    let (organization_id, settings) = match e {
+        VerifyProfileEvent::Created {
+            organization_id,
+            settings,
+            ..
+        } => (Some(organization_id.to_string()), settings),
+        VerifyProfileEvent::Updated { settings } => (None, settings),
+        VerifyProfileEvent::Deleted {} => {
+            sqlx::query("DELETE FROM verify_webhook_targets WHERE profile_id = $1")
+                .bind(profile_id)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(());
+        }
+        _ => return Ok(()),
+    };
+    let url = settings.webhook_url.map(|u| u.as_str().to_owned());
+    let failover = settings.webhook_failover_url.map(|u| u.as_str().to_owned());
+    match organization_id {
+        Some(org) => {
+            sqlx::query(
+                "INSERT INTO verify_webhook_targets (profile_id, organization_id, url, failover_url) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(profile_id)
+            .bind(org)
+            .bind(url)
+            .bind(failover)
+            .execute(&mut *conn)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "UPDATE verify_webhook_targets SET url = $2, failover_url = $3 WHERE profile_id = $1",
+            )
+            .bind(profile_id)
+            .bind(url)
+            .bind(failover)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct Target {
+    organization_id: String,
+    url: Option<String>,
+    failover_url: Option<String>,
+}
+
+impl VerifyWebhooksProjector {
+    async fn enqueue_verification(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+        event_type: &'static str,
+    ) -> Result<(), ProjectionError> {
+        let state = self.state_at(event).await?;
+        let Some(sent) = &state.sent else {
+            return Ok(());
+        };
+        let profile_id = sent.profile_id.to_string();
+        let phone = open_text(self.secrets.as_ref(), &sent.phone_number).await?;
+        let created_at = state.created_at.map(format_time);
+        let payload = json!({
+            "id": sent.verification_id,
+            "record_type": "verification",
+            "type": sent.channel.as_str(),
+            "phone_number": phone,
+            "profile_id": profile_id,
+            "status": state.status.as_str(),
+            "delivery_status": state.delivery.as_str(),
+            "failed_attempts": state.failed_attempts,
+            "timeout_secs": sent.timeout_secs,
+            "custom_code": Value::Null,
+            "extension": sent.extension,
+            "mccmnc": Value::Null,
+            "created_at": created_at,
+            "updated_at": format_time(event.recorded_at),
+        });
+        enqueue_for_profile(conn, event, &profile_id, event_type, payload).await
+    }
+}
+
+/// Enqueues one Telnyx-enveloped event for the profile's webhook URL, if it has one.
+async fn enqueue_for_profile(
+    conn: &mut AnyConnection,
+    event: &RecordedEvent,
+    profile_id: &str,
+    event_type: &'static str,
+    payload: Value,
+) -> Result<(), ProjectionError> {
+    let target = sqlx::query_as::<_, Target>(
+        "SELECT organization_id, url, failover_url FROM verify_webhook_targets WHERE profile_id = $1",
+    )
+    .bind(profile_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(Target {
+        organization_id,
+        url: Some(url),
+        failover_url,
+    }) = target
+    else {
+        return Ok(());
+    };
+    let data = json!({
+        "event_type": event_type,
+        "id": event.event_id,
+        "occurred_at": format_time(event.recorded_at),
+        "payload": payload,
+        "record_type": "event",
+    });
+    enqueue(
+        conn,
+        NewDelivery {
+            organization_id,
+            subscription: format!("verify_profile:{profile_id}"),
+            event_id: event.event_id.to_string(),
+            event_type: event_type.to_owned(),
+            scheme: SCHEME_TELNYX_ED25519,
+            url,
+            failover_url,
+            data,
+            at: event.recorded_at,
+        },
+    )
+    .await?;
+    Ok(())
+}
