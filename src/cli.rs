@@ -39,6 +39,16 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Print one stream's state as of an instant (sealed values and digests redacted).
+    Replay {
+        /// The stream id, e.g. user-0190…
+        stream: String,
+        /// RFC 3339 instant; the latest state when omitted.
+        #[arg(long)]
+        as_of: Option<String>,
+        #[command(flatten)]
+        storage: StorageSettings,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,7 +152,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{} streams verified, {broken} broken", streams.len());
             Ok(if broken == 0 { 0 } else { 1 })
         }
+        Command::Replay {
+            stream,
+            as_of,
+            storage,
+        } => {
+            crate::telemetry::init(LogFormat::Text);
+            replay_stream(&stream, as_of.as_deref(), &storage).await
+        }
     }
+}
+
+async fn replay_stream(
+    stream: &str,
+    as_of: Option<&str>,
+    storage: &StorageSettings,
+) -> anyhow::Result<i32> {
+    let as_of = as_of
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .with_context(|| format!("--as-of {t:?} is not an RFC 3339 time"))
+        })
+        .transpose()?;
+    let core = Core::open(storage).await?;
+    let events = core.store.read_stream(stream, 0).await?;
+    if events.is_empty() {
+        eprintln!("no stream {stream}");
+        return Ok(1);
+    }
+    let replayed = crate::audit::replay(stream, &events, as_of)?;
+    println!("{}", serde_json::to_string_pretty(&replayed)?);
+    Ok(0)
 }
 
 async fn all_streams(core: &Core) -> anyhow::Result<Vec<String>> {

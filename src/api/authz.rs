@@ -69,6 +69,9 @@ pub fn access(method: &Method, route: &str) -> Option<Access> {
         "/v2/api_keys" | "/v2/api_keys/{id}" | "/v2/api_keys/{id}/actions/rotate" => {
             Needs(P::ApiKeysManage)
         }
+        "/v2/audit/streams/{stream_id}/events"
+        | "/v2/audit/streams/{stream_id}/state"
+        | "/v2/audit/streams/{stream_id}/verify" => Needs(P::AuditRead),
         "/v2/verify_profiles"
         | "/v2/verify_profiles/{id}"
         | "/v2/verify_profiles/templates"

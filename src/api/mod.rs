@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod audit;
 pub mod authz;
 pub mod docs;
 pub mod error;
@@ -50,6 +51,7 @@ use crate::app::AppState;
         members::accept_invitation, members::list_members, members::groups_report, members::get_member,
         members::set_member_groups, members::member_action,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
+        audit::events, audit::state_as_of, audit::verify,
         verify_profiles::create_profile, verify_profiles::list_profiles, verify_profiles::get_profile,
         verify_profiles::update_profile, verify_profiles::delete_profile, verify_profiles::list_templates,
         verify_profiles::create_template, verify_profiles::update_template,
@@ -106,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .merge(two_factor::router())
         .merge(members::router())
         .merge(api_keys::router())
+        .merge(audit::router())
         .merge(verify_profiles::router())
         .merge(verifications::router())
         .merge(ops::router())

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod accounts;
+mod audit;
 mod binary;
 mod broadcast;
 mod hardening;

@@ -117,6 +117,13 @@ impl World {
                 invite(app, &self.sink, owner, &email, &[]).await.0
             }
             Fixture::Member => sub_user(app, &self.sink, owner, &[]).await.0,
+            Fixture::OrgStream => {
+                let r = app.get("/v2/organization", owner).await;
+                format!(
+                    "organization-{}",
+                    r.data()["id"].as_str().unwrap_or_default()
+                )
+            }
             Fixture::VerifyProfile => {
                 let r = app
                     .post(
@@ -153,6 +160,8 @@ enum Fixture {
     Member,
     ApiKey,
     VerifyProfile,
+    /// The organization's own stream id.
+    OrgStream,
 }
 
 struct Row {
@@ -520,6 +529,33 @@ fn rows() -> Vec<Row> {
             "verify:read",
             200,
             200,
+            none,
+        ),
+        r(
+            Method::GET,
+            "/v2/audit/streams/{id}/events",
+            F::OrgStream,
+            "audit:read",
+            200,
+            404,
+            none,
+        ),
+        r(
+            Method::GET,
+            "/v2/audit/streams/{id}/state",
+            F::OrgStream,
+            "audit:read",
+            200,
+            404,
+            none,
+        ),
+        r(
+            Method::GET,
+            "/v2/audit/streams/{id}/verify",
+            F::OrgStream,
+            "audit:read",
+            200,
+            404,
             none,
         ),
     ]

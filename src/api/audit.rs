@@ -1,0 +1,138 @@
+//! The auditors' view over HTTP (`audit:read`): one stream's raw envelopes (sealed fields
+//! stay sealed), its state as of any instant (secrets redacted), and its hash-chain check.
+//! A stream of another organization, or no stream at all, is 404.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use warden_domain::chain::format_time;
+use warden_domain::values::ValidationError;
+use warden_domain::RecordedEvent;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::Principal;
+use super::paging::Page;
+use crate::app::AppState;
+use crate::audit::{replay, Replayed};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/audit/streams/{stream_id}/events", get(events))
+        .route("/v2/audit/streams/{stream_id}/state", get(state_as_of))
+        .route("/v2/audit/streams/{stream_id}/verify", get(verify))
+}
+
+/// The stream's events, if it exists and belongs to the caller's organization. Ownership
+/// comes from the stream's first event (its creation), so a later unreadable or tampered
+/// event does not hide the stream from its own auditors; if even the first is unreadable,
+/// the read models answer for user and organization streams.
+async fn own_stream(
+    state: &AppState,
+    principal: &Principal,
+    stream_id: &str,
+) -> ApiResult<Vec<RecordedEvent>> {
+    let events = state.store.read_stream(stream_id, 0).await?;
+    let Some(first) = events.first() else {
+        return Err(ApiError::not_found());
+    };
+    let owner = match replay(stream_id, std::slice::from_ref(first), None) {
+        Ok(Replayed {
+            organization_id, ..
+        }) => organization_id,
+        Err(_) => match stream_id.split_once('-') {
+            Some(("organization", id)) => uuid::Uuid::parse_str(id).ok(),
+            Some(("user", id)) => warden_projections::users::get(&state.db.pool, id)
+                .await?
+                .and_then(|u| uuid::Uuid::parse_str(&u.organization_id).ok()),
+            _ => None,
+        },
+    };
+    if owner != Some(principal.organization_id) {
+        return Err(ApiError::not_found());
+    }
+    Ok(events)
+}
+
+/// One stream's events exactly as stored (sealed fields stay sealed), in version order.
+#[utoipa::path(get, path = "/v2/audit/streams/{stream_id}/events", tag = "Audit",
+    responses((status = 200, description = "The envelopes, paged"), (status = 404, description = "No such stream here")),
+    security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(stream_id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> ApiResult<axum::Json<Value>> {
+    let page = Page::from_query(&query)?;
+    let events = own_stream(&state, &principal, &stream_id).await?;
+    let rows = events
+        .iter()
+        .map(|e| serde_json::to_value(e).map_err(|e| ApiError::internal(&e)))
+        .collect::<ApiResult<Vec<Value>>>()?;
+    Ok(axum::Json(page.list(rows)))
+}
+
+/// The stream's aggregate rebuilt from the events recorded at or before `as_of` (RFC 3339;
+/// now when omitted), with sealed values and digests redacted.
+#[utoipa::path(get, path = "/v2/audit/streams/{stream_id}/state", tag = "Audit",
+    params(("as_of" = Option<String>, Query, description = "RFC 3339 instant")),
+    responses((status = 200, description = "The state"), (status = 404, description = "No such stream here"),
+              (status = 422, description = "as_of is not an RFC 3339 time")),
+    security(("bearer" = [])))]
+pub async fn state_as_of(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(stream_id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> ApiResult<axum::Json<Value>> {
+    let as_of = match query.get("as_of") {
+        Some(raw) => Some(
+            chrono::DateTime::parse_from_rfc3339(raw)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ValidationError::new("as_of", "invalid_time", "must be an RFC 3339 time")
+                })?,
+        ),
+        None => None,
+    };
+    let events = own_stream(&state, &principal, &stream_id).await?;
+    let replayed = replay(&stream_id, &events, as_of).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "stream_unreadable",
+            "Stream unreadable",
+            format!("The stream cannot be replayed: {e}. Check it with its verify endpoint."),
+        )
+    })?;
+    Ok(axum::Json(json!({ "data": {
+        "record_type": "stream_state",
+        "stream_id": replayed.stream_id,
+        "stream_type": replayed.stream_type,
+        "as_of": format_time(as_of.unwrap_or_else(|| state.now())),
+        "version": replayed.version,
+        "last_event_at": replayed.last_event_at.map(format_time),
+        "state": replayed.state,
+    }})))
+}
+
+/// Recomputes the stream's hash chain and names the first broken version.
+#[utoipa::path(get, path = "/v2/audit/streams/{stream_id}/verify", tag = "Audit",
+    responses((status = 200, description = "{valid, events, first_broken_version?}")),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(stream_id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    own_stream(&state, &principal, &stream_id).await?;
+    let report = state.store.verify_stream(&stream_id).await?;
+    let mut data = serde_json::to_value(&report).map_err(|e| ApiError::internal(&e))?;
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("record_type".into(), json!("stream_verification"));
+        obj.insert("stream_id".into(), json!(stream_id));
+    }
+    Ok(axum::Json(json!({ "data": data })))
+}
