@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use warden_commands::SystemClock;
 
 use crate::app::{Application, Core};
-use crate::config::{LogFormat, Settings, StorageSettings};
+use crate::config::{Settings, StorageSettings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +64,18 @@ pub enum ProjectionsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
+    /// Write every event of one organization (its own stream, its users', its Verify
+    /// streams) as NDJSON envelopes with their hashes, in global order, for offline checks.
+    Export {
+        /// The organization id.
+        #[arg(long)]
+        org: uuid::Uuid,
+        /// The file to write; standard output when omitted.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        storage: StorageSettings,
+    },
     /// Recompute hash chains and name the first broken link. Exit code 1 if any is broken.
     Verify {
         /// One stream id (e.g. user-…); every stream when omitted.
@@ -92,7 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Migrate(storage) => {
-            crate::telemetry::init(LogFormat::Text);
+            crate::telemetry::init_for_tool();
             Core::open(&storage).await?;
             println!("migrations applied");
             Ok(0)
@@ -100,7 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Projections {
             command: ProjectionsCommand::Rebuild { name, storage },
         } => {
-            crate::telemetry::init(LogFormat::Text);
+            crate::telemetry::init_for_tool();
             let core = Core::open(&storage).await?;
             let names: Vec<String> = match name {
                 Some(n) => vec![n],
@@ -129,7 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit {
             command: AuditCommand::Verify { stream, storage },
         } => {
-            crate::telemetry::init(LogFormat::Text);
+            crate::telemetry::init_for_tool();
             let core = Core::open(&storage).await?;
             let streams = match stream {
                 Some(s) => vec![s],
@@ -152,12 +164,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{} streams verified, {broken} broken", streams.len());
             Ok(if broken == 0 { 0 } else { 1 })
         }
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    org,
+                    output,
+                    storage,
+                },
+        } => {
+            crate::telemetry::init_for_tool();
+            let core = Core::open(&storage).await?;
+            let written = match output {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    export(&core, org, std::io::BufWriter::new(file)).await?
+                }
+                None => export(&core, org, std::io::BufWriter::new(std::io::stdout())).await?,
+            };
+            eprintln!("{written} events exported");
+            Ok(0)
+        }
         Command::Replay {
             stream,
             as_of,
             storage,
         } => {
-            crate::telemetry::init(LogFormat::Text);
+            crate::telemetry::init_for_tool();
             replay_stream(&stream, as_of.as_deref(), &storage).await
         }
     }
@@ -184,6 +217,47 @@ async fn replay_stream(
     let replayed = crate::audit::replay(stream, &events, as_of)?;
     println!("{}", serde_json::to_string_pretty(&replayed)?);
     Ok(0)
+}
+
+/// Streams the log once, in global order, writing the events of streams that belong to
+/// `org`. A stream's owner is read from its first event (its creation), which comes first
+/// in global order.
+async fn export(core: &Core, org: uuid::Uuid, mut out: impl std::io::Write) -> anyhow::Result<u64> {
+    let head = core.store.head_position().await?;
+    let progress = bar(head.max(0) as u64, "export");
+    progress.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let mut owners: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut at = 0;
+    let mut written = 0u64;
+    loop {
+        let batch = core.store.read_all(at, 1000).await?;
+        let Some(last) = batch.last().map(|e| e.global_position) else {
+            break;
+        };
+        for event in &batch {
+            let ours = match owners.get(&event.stream_id) {
+                Some(ours) => *ours,
+                None => {
+                    let ours =
+                        crate::audit::replay(&event.stream_id, std::slice::from_ref(event), None)
+                            .map(|r| r.organization_id == Some(org))
+                            .unwrap_or(false);
+                    owners.insert(event.stream_id.clone(), ours);
+                    ours
+                }
+            };
+            if ours {
+                serde_json::to_writer(&mut out, event)?;
+                out.write_all(b"\n")?;
+                written += 1;
+            }
+        }
+        progress.set_position(last.max(0) as u64);
+        at = last;
+    }
+    out.flush()?;
+    progress.finish_and_clear();
+    Ok(written)
 }
 
 async fn all_streams(core: &Core) -> anyhow::Result<Vec<String>> {

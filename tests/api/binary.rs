@@ -84,6 +84,8 @@ async fn the_readme_run_command_works_with_no_configuration_and_keeps_data() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    let organization_id = created["data"]["id"].as_str().unwrap().to_owned();
     let sign_in = || {
         client
             .post(format!("{base}/v2/sessions"))
@@ -105,6 +107,38 @@ async fn the_readme_run_command_works_with_no_configuration_and_keeps_data() {
 
     let verify = warden(&dir).args(["audit", "verify"]).status().unwrap();
     assert!(verify.success());
+
+    // The auditor's export: every event of the organization, with hashes, one per line;
+    // and one stream replayed as of now.
+    let export = dir.join("export.ndjson");
+    let org = {
+        let out = warden(&dir)
+            .args(["audit", "export", "--org", &organization_id, "--output"])
+            .arg(&export)
+            .status()
+            .unwrap();
+        assert!(out.success());
+        std::fs::read_to_string(&export).unwrap()
+    };
+    let lines: Vec<serde_json::Value> = org
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines
+        .iter()
+        .any(|e| e["event_type"] == "organization.created"));
+    assert!(lines
+        .iter()
+        .any(|e| e["event_type"] == "user.session_started"));
+    assert!(lines.iter().all(|e| e["hash"].is_string()));
+    let replay = warden(&dir)
+        .args(["replay", &format!("organization-{organization_id}")])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(replay.status.success());
+    let state: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(state["state"]["billing_currency"], "EUR");
     let rebuild = warden(&dir)
         .args(["projections", "rebuild"])
         .status()
