@@ -235,6 +235,17 @@ async fn whole_flow(backend: Backend) {
     // The address is free again.
     let (_, again) = invite(&app, &sink, &owner, email, &[]).await;
     assert_eq!(accept(&app, &again).await.status, 201);
+
+    // The members read model rebuilt from the log equals the live one.
+    let pool = &app.state.db.pool;
+    let live = warden_projections::members::dump(pool).await.unwrap();
+    assert!(!live.0.is_empty() && !live.1.is_empty() && !live.2.is_empty());
+    app.state
+        .projections
+        .rebuild("members", |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(warden_projections::members::dump(pool).await.unwrap(), live);
 }
 
 #[tokio::test]
