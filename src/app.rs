@@ -176,8 +176,13 @@ impl Application {
             shutdown_rx.clone(),
         )));
         workers.push(tokio::spawn(
-            warden_infra::webhooks::Dispatcher::new(&core.db, core.secrets.clone(), clock.clone())
-                .run(shutdown_rx.clone()),
+            warden_infra::webhooks::Dispatcher::new(
+                &core.db,
+                core.secrets.clone(),
+                clock.clone(),
+                settings.env != crate::config::Environment::Production,
+            )
+            .run(shutdown_rx.clone()),
         ));
         let relay =
             crate::bus::spawn_relay(&settings, &core, relay_wake.clone(), shutdown_rx.clone());

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod db;
 pub mod relay;
 pub mod sender;
+pub mod ssrf;
 pub mod store;
 pub mod vault;
 pub mod webhooks;

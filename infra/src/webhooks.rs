@@ -91,21 +91,33 @@ pub struct Dispatcher {
     secrets: Arc<dyn Secrets>,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
+    /// Development only: webhooks may reach loopback and private addresses.
+    allow_private: bool,
 }
 
 impl Dispatcher {
-    pub fn new(db: &Database, secrets: Arc<dyn Secrets>, clock: Arc<dyn Clock>) -> Self {
-        let http = reqwest::Client::builder()
+    /// `allow_private` lets webhooks reach loopback and private addresses (development);
+    /// otherwise only public addresses are ever connected to (SSRF guard).
+    pub fn new(
+        db: &Database,
+        secrets: Arc<dyn Secrets>,
+        clock: Arc<dyn Clock>,
+        allow_private: bool,
+    ) -> Self {
+        let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+            .redirect(reqwest::redirect::Policy::none());
+        if !allow_private {
+            builder = builder.dns_resolver(Arc::new(crate::ssrf::PublicOnlyResolver));
+        }
+        let http = builder.build().unwrap_or_default();
         Self {
             pool: db.pool.clone(),
             backend: db.backend,
             secrets,
             clock,
             http,
+            allow_private,
         }
     }
 
@@ -237,6 +249,14 @@ impl Dispatcher {
                 }
             }
         };
+        if !self.allow_private {
+            if let Err(e) = crate::ssrf::check_url_text(url) {
+                return Outcome {
+                    status: None,
+                    error: Some(e.to_string()),
+                };
+            }
+        }
         let mut request = self
             .http
             .post(url)

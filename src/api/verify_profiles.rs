@@ -238,6 +238,35 @@ fn parse_profile(bytes: &[u8], create: bool) -> ApiResult<(Option<String>, Profi
     Ok((name, patch))
 }
 
+/// In production, webhook URLs must reach the public internet (SSRF guard); the
+/// dispatcher checks the resolved address again at every delivery.
+fn refuse_inward(state: &AppState, patch: &ProfilePatch) -> ApiResult<()> {
+    if state.settings.env != crate::config::Environment::Production {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    for (field, value) in [
+        ("/webhook_url", &patch.webhook_url),
+        ("/webhook_failover_url", &patch.webhook_failover_url),
+    ] {
+        if let Some(Some(url)) = value {
+            let refused = warden_infra::ssrf::check_url_text(url.as_str());
+            if refused.is_err() {
+                errors.push(ValidationError::new(
+                    field,
+                    "webhook_url_not_public",
+                    "must point at a public address (not loopback, private or link-local)",
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
 /// Create a verify profile.
 #[utoipa::path(post, path = "/v2/verify_profiles", tag = "Verify", request_body(content = Object, description = "Telnyx CreateVerifyProfile body"),
     responses((status = 200, description = "The profile"), (status = 422, description = "Invalid field")),
@@ -249,6 +278,7 @@ pub async fn create_profile(
     body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<Value>> {
     let (name, patch) = parse_profile(&body, true)?;
+    refuse_inward(&state, &patch)?;
     let meta = meta.by(&principal);
     let (id, position) = state
         .verify
@@ -317,6 +347,7 @@ pub async fn update_profile(
 ) -> ApiResult<axum::Json<Value>> {
     let id = path_id(&id)?;
     let (_, patch) = parse_profile(&body, false)?;
+    refuse_inward(&state, &patch)?;
     let meta = meta.by(&principal);
     let position = state
         .verify

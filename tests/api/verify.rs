@@ -528,3 +528,44 @@ async fn verify_codes_and_numbers_never_reach_events_or_logs() {
         );
     }
 }
+
+/// SSRF guard: in production a webhook URL must reach the public internet.
+#[tokio::test]
+async fn production_refuses_webhook_urls_that_point_inward() {
+    let sink = MessageSink::start().await;
+    let mut settings = warden::Settings::for_test(temp_dir());
+    settings.env = warden::config::Environment::Production;
+    settings.storage.master_key = Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
+    settings.sender = warden::config::SenderKind::Http;
+    settings.sender_url = Some(sink.url.clone());
+    let app = spawn_with(settings).await;
+    let (_, token) = app.owner().await;
+    let before = app.event_count().await;
+    for (field, url) in [
+        ("webhook_url", "http://127.0.0.1:8080/hook"),
+        ("webhook_url", "http://169.254.169.254/latest/meta-data"),
+        ("webhook_failover_url", "https://[::1]/hook"),
+        ("webhook_url", "http://localhost/hook"),
+        ("webhook_url", "http://10.0.0.7/hook"),
+    ] {
+        let r = app
+            .post(
+                "/v2/verify_profiles",
+                Some(&token),
+                json!({ "name": "Inward", field: url }),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{url}: {}", r.text);
+        assert_eq!(r.code(), "webhook_url_not_public");
+        assert_eq!(r.pointer(), format!("/{field}"));
+    }
+    assert_eq!(app.event_count().await, before, "nothing written");
+    let r = app
+        .post(
+            "/v2/verify_profiles",
+            Some(&token),
+            json!({ "name": "Public", "webhook_url": "https://hooks.example.com/verify" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
