@@ -18,8 +18,8 @@ use warden_domain::{Aggregate, Ctx, Digest, Sealed};
 use crate::accounts::{email_claim, NewSession, SessionPolicy};
 use crate::error::CommandError;
 use crate::pipeline::{Meta, Pipeline, Plan};
-use crate::ports::{Secrets, SecretsError};
-use crate::sender::{Channel, OutboundMessage, SendError, Sender};
+use crate::ports::Secrets;
+use crate::sender::{Channel, OutboundMessage, Sender};
 
 /// The prefix of every API key (so secret scanners can recognize a leaked one).
 pub const API_KEY_PREFIX: &str = "wdn_k_";
@@ -754,14 +754,7 @@ impl Members {
                 "invitation",
             ))
             .await
-            .map_err(|e| {
-                let why = match e {
-                    SendError::Unavailable(m) | SendError::Rejected(m) => m,
-                };
-                CommandError::Secrets(SecretsError::Unavailable(format!(
-                    "the invitation email could not be sent: {why}"
-                )))
-            })
+            .map_err(|e| e.after_commit("the invitation email"))
     }
 
     /// Best effort: an email notice to a user about a change already committed. A failed

@@ -121,6 +121,22 @@ pub enum SendError {
     Rejected(String),
 }
 
+impl SendError {
+    /// A send that failed after its reservation committed: reported as 503 (a backing
+    /// service is unavailable) while the reservation still counts.
+    pub fn after_commit<E: std::error::Error + 'static>(
+        self,
+        what: &str,
+    ) -> crate::CommandError<E> {
+        let why = match self {
+            SendError::Unavailable(m) | SendError::Rejected(m) => m,
+        };
+        crate::CommandError::Secrets(crate::ports::SecretsError::Unavailable(format!(
+            "{what} could not be sent: {why}"
+        )))
+    }
+}
+
 /// Delivers messages. Implementations: console (development), http, live.
 #[async_trait]
 pub trait Sender: Send + Sync + 'static {

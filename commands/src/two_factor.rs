@@ -23,7 +23,7 @@ use crate::error::CommandError;
 use crate::otp::{self, TotpSecret};
 use crate::pipeline::{Meta, Pipeline};
 use crate::ports::{Secrets, SecretsError};
-use crate::sender::{Channel, OutboundMessage, SendError, Sender};
+use crate::sender::{Channel, OutboundMessage, Sender};
 
 /// Digits in an SMS or voice code.
 pub const CODE_DIGITS: usize = 6;
@@ -272,12 +272,7 @@ impl TwoFactorCommands {
                 purpose,
             ))
             .await
-            .map_err(|e| {
-                let why = match e {
-                    SendError::Unavailable(m) | SendError::Rejected(m) => m,
-                };
-                CommandError::Secrets(SecretsError::Unavailable(format!("sending failed: {why}")))
-            })
+            .map_err(|e| e.after_commit("the code"))
     }
 
     /// Starts TOTP enrollment: a fresh 160-bit secret, sealed in the event, shown once.
@@ -700,12 +695,7 @@ impl TwoFactorCommands {
                 "two_factor_step_up",
             ))
             .await
-            .map_err(|e| {
-                let why = match e {
-                    SendError::Unavailable(m) | SendError::Rejected(m) => m,
-                };
-                CommandError::Secrets(SecretsError::Unavailable(format!("sending failed: {why}")))
-            })?;
+            .map_err(|e| e.after_commit("the code"))?;
         Ok(executed.position)
     }
 
@@ -742,12 +732,7 @@ impl TwoFactorCommands {
                 "two_factor_recovery",
             ))
             .await
-            .map_err(|e| {
-                let why = match e {
-                    SendError::Unavailable(m) | SendError::Rejected(m) => m,
-                };
-                CommandError::Secrets(SecretsError::Unavailable(format!("sending failed: {why}")))
-            })?;
+            .map_err(|e| e.after_commit("the code"))?;
         Ok(executed.position)
     }
 
