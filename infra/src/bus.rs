@@ -166,14 +166,18 @@ impl NatsConfig {
 
     /// `<prefix>.<stream_type>.<event_type>`, every token restricted to `[A-Za-z0-9_-]`.
     pub fn subject_for(&self, event: &RecordedEvent) -> String {
-        let mut subject = self.subject_prefix.clone();
-        for token in std::iter::once(event.stream_type.as_str()).chain(event.event_type.split('.'))
-        {
-            subject.push('.');
-            subject.push_str(&subject_token(token));
-        }
-        subject
+        subject(&self.subject_prefix, &event.stream_type, &event.event_type)
     }
+}
+
+/// `<prefix>.<stream_type>.<event_type's dotted parts>`, each token made subject-safe.
+pub fn subject(prefix: &str, stream_type: &str, event_type: &str) -> String {
+    let mut subject = prefix.to_owned();
+    for token in std::iter::once(stream_type).chain(event_type.split('.')) {
+        subject.push('.');
+        subject.push_str(&subject_token(token));
+    }
+    subject
 }
 
 impl std::fmt::Debug for NatsConfig {

@@ -31,7 +31,8 @@ pub fn access(method: &Method, route: &str) -> Option<Access> {
     use Permission as P;
     let read = method == Method::GET;
     Some(match route {
-        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs" | "/docs/" => Public,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/asyncapi.json" | "/docs"
+        | "/docs/" => Public,
         r if r.starts_with("/docs/") => Public,
         "/v2/accounts" | "/v2/sessions" | "/v2/invitations/actions/accept" => Public,
         "/v2/two_factor_challenges/{id}/actions/send"

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod asyncapi;
 pub mod audit;
 pub mod authz;
 pub mod docs;
@@ -112,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .merge(verify_profiles::router())
         .merge(verifications::router())
         .merge(ops::router())
+        .merge(asyncapi::router())
         .merge(docs::router())
         .merge(metrics::router(state.metrics.clone()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authz::middleware))

@@ -148,3 +148,46 @@ async fn concurrent_sign_ins_all_land_and_the_projector_sees_each_once() {
             .unwrap();
     assert_eq!(positions, (1..=head).collect::<Vec<_>>(), "gapless");
 }
+
+/// The broadcast contract is published: one channel per event type with its exact subject.
+#[tokio::test]
+async fn the_asyncapi_document_names_every_event_type_and_its_subject() {
+    use warden_domain::DomainEvent;
+    let app = spawn_app().await;
+    let r = app
+        .request(reqwest::Method::GET, "/asyncapi.json", None, None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["asyncapi"], "3.0.0");
+    let channels = r.body["channels"].as_object().expect("channels");
+    for (stream_type, types) in [
+        ("user", warden_domain::user::UserEvent::event_types()),
+        (
+            "organization",
+            warden_domain::organization::OrganizationEvent::event_types(),
+        ),
+        (
+            "verification",
+            warden_domain::verify::verification::VerificationEvent::event_types(),
+        ),
+    ] {
+        for t in types {
+            let channel = &channels[&t.replace('.', "_")];
+            assert_eq!(
+                channel["address"],
+                format!("warden.events.{stream_type}.{t}"),
+                "{t}"
+            );
+        }
+    }
+    let envelope = &r.body["components"]["messages"]["envelope"]["payload"]["properties"];
+    for field in [
+        "event_id",
+        "global_position",
+        "hash",
+        "prev_hash",
+        "metadata",
+    ] {
+        assert!(envelope.get(field).is_some(), "{field}");
+    }
+}
