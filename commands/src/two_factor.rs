@@ -208,11 +208,31 @@ impl TwoFactorCommands {
         meta: &Meta,
         build: impl Fn(Option<Proof>) -> UserCommand,
     ) -> Result<(User, crate::Executed<User>)> {
+        self.run_proved_from(user_id, presented, None, meta, build)
+            .await
+    }
+
+    /// [`Self::run_proved`], starting from a proof already made against the state at a
+    /// version (so a caller that had to prove first does not pay for it twice).
+    async fn run_proved_from(
+        &self,
+        user_id: Uuid,
+        presented: Option<&Presented>,
+        mut first: Option<(User, i64, Proof)>,
+        meta: &Meta,
+        build: impl Fn(Option<Proof>) -> UserCommand,
+    ) -> Result<(User, crate::Executed<User>)> {
         for _ in 0..crate::pipeline::MAX_ATTEMPTS {
-            let (user, version) = self.load_at(user_id).await?;
-            let proof = match presented {
-                Some(p) => Some(self.prove(&user, p).await?),
-                None => None,
+            let (user, version, proof) = match first.take() {
+                Some((user, version, proof)) => (user, version, Some(proof)),
+                None => {
+                    let (user, version) = self.load_at(user_id).await?;
+                    let proof = match presented {
+                        Some(p) => Some(self.prove(&user, p).await?),
+                        None => None,
+                    };
+                    (user, version, proof)
+                }
             };
             if let Some(executed) = self.run_at(user_id, version, &build(proof), meta).await? {
                 return Ok((user, executed));
@@ -549,19 +569,21 @@ impl TwoFactorCommands {
         presented: &Presented,
         meta: &Meta,
     ) -> Result<BackupCodes> {
-        let user = self.load(user_id).await?;
+        let (user, version) = self.load_at(user_id).await?;
         if !user.two_factor.enabled {
             return Err(domain(TwoFactorError::NotEnabled));
         }
-        // Decide before hashing: a wrong factor is recorded and costs no argon2 work.
+        // Decide before hashing: a wrong factor is recorded and costs no argon2 work. The
+        // proof made here is used as it is unless the account moves meanwhile.
         let proof = self.prove(&user, presented).await?;
         let now = self.pipeline.now();
         let two_factor = &user.two_factor;
-        if tf::check_step_up_allowed(two_factor, now).is_err()
-            || !two_factor.accepts(&proof, two_factor.step_up.as_ref(), now)
-        {
+        let wrong = tf::check_step_up_allowed(two_factor, now).is_err()
+            || !two_factor.accepts(&proof, two_factor.step_up.as_ref(), now);
+        let first = Some((user, version, proof));
+        if wrong {
             let (_, executed) = self
-                .run_proved(user_id, Some(presented), meta, |proof| {
+                .run_proved_from(user_id, Some(presented), first, meta, |proof| {
                     UserCommand::RecordStepUpFailure {
                         proof: proof.unwrap_or(Proof::Totp(None)),
                     }
@@ -572,7 +594,7 @@ impl TwoFactorCommands {
         }
         let (codes, sealed, count) = self.new_backup_codes(&User::stream_id(user_id)).await?;
         let (_, executed) = self
-            .run_proved(user_id, Some(presented), meta, |proof| {
+            .run_proved_from(user_id, Some(presented), first, meta, |proof| {
                 UserCommand::RegenerateBackupCodes {
                     proof: proof.unwrap_or(Proof::Totp(None)),
                     backup_codes: sealed.clone(),
