@@ -19,6 +19,7 @@ pub mod two_factor;
 pub mod user;
 pub mod values;
 pub mod verify;
+pub mod webhook_endpoint;
 
 pub use aggregate::{Aggregate, Ctx};
 pub use event::{DomainEvent, EventMetadata, RecordedEvent};

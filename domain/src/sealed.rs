@@ -26,3 +26,34 @@ impl Digest {
         &self.0
     }
 }
+
+/// Sealed values (`{key_id, nonce, ciphertext}`) become `"<sealed>"` and any field whose
+/// name ends in `digest` becomes `"<redacted>"`: whoever reads the result (an auditor, a
+/// webhook subscriber) sees what exists and when it changed, never material an attacker
+/// could use offline.
+pub fn redact(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    match value {
+        Value::Object(map) => {
+            let sealed = map.len() == 3
+                && map.contains_key("key_id")
+                && map.contains_key("nonce")
+                && map.contains_key("ciphertext");
+            if sealed {
+                return Value::String("<sealed>".into());
+            }
+            let mut out = Map::with_capacity(map.len());
+            for (k, v) in map {
+                let v = if k.ends_with("digest") && !v.is_null() {
+                    Value::String("<redacted>".into())
+                } else {
+                    redact(v)
+                };
+                out.insert(k, v);
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
+        other => other,
+    }
+}
