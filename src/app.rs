@@ -14,6 +14,7 @@ use warden_commands::accounts::{Accounts, SessionPolicy};
 use warden_commands::members::Members;
 use warden_commands::two_factor::TwoFactorCommands;
 use warden_commands::verify::VerifyCommands;
+use warden_commands::webhooks::WebhookEndpoints;
 use warden_commands::{Clock, EventStore, Pipeline, Secrets};
 use warden_infra::db::{Backend, Database};
 use warden_projections::members::MembersProjector;
@@ -21,6 +22,7 @@ use warden_projections::organizations::OrganizationsProjector;
 use warden_projections::sessions::SessionsProjector;
 use warden_projections::users::UsersProjector;
 use warden_projections::verify::VerifyProjector;
+use warden_projections::webhook_endpoints::WebhookEndpointsProjector;
 use warden_projections::webhooks::VerifyWebhooksProjector;
 use warden_projections::{Projections, Projector};
 
@@ -45,6 +47,7 @@ pub struct Inner {
     pub two_factor: TwoFactorCommands,
     pub members: Members,
     pub verify: VerifyCommands,
+    pub webhooks: WebhookEndpoints,
     pub projections: Projections,
     pub relay_wake: Arc<Notify>,
     /// How far the relay has durably published.
@@ -108,6 +111,7 @@ impl Core {
             Arc::new(MembersProjector::new(secrets.clone())),
             Arc::new(VerifyProjector::new(secrets.clone())),
             Arc::new(VerifyWebhooksProjector::new(store.clone(), secrets.clone())),
+            Arc::new(WebhookEndpointsProjector),
         ];
         let projections = Projections::new(db.pool.clone(), store.clone(), projectors);
         let projections = match db.backend {
@@ -159,9 +163,10 @@ impl Application {
         let verify = VerifyCommands::new(
             pipeline.clone(),
             core.secrets.clone(),
-            sender,
+            sender.clone(),
             settings.verify_config()?,
         );
+        let webhooks = WebhookEndpoints::new(pipeline.clone(), core.secrets.clone(), sender);
         let metrics = api::metrics::install()
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -182,6 +187,7 @@ impl Application {
                 clock.clone(),
                 settings.env != crate::config::Environment::Production,
             )
+            .with_retry_scale(settings.webhook_retry_scale)
             .run(shutdown_rx.clone()),
         ));
         let relay =
@@ -192,6 +198,7 @@ impl Application {
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let expiry_shutdown = shutdown_rx.clone();
+        let health_shutdown = shutdown_rx.clone();
         let state = AppState(Arc::new(Inner {
             settings,
             db: core.db,
@@ -203,6 +210,7 @@ impl Application {
             two_factor,
             members,
             verify,
+            webhooks,
             projections: core.projections,
             relay_wake,
             relayed: relay.position,
@@ -212,6 +220,10 @@ impl Application {
         workers.push(tokio::spawn(crate::verify_expiry::run(
             state.clone(),
             expiry_shutdown,
+        )));
+        workers.push(tokio::spawn(crate::webhook_health::run(
+            state.clone(),
+            health_shutdown,
         )));
         Ok(Self {
             listener,

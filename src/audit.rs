@@ -3,13 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 use warden_domain::organization::Organization;
 use warden_domain::user::User;
 use warden_domain::verify::profile::VerifyProfile;
 use warden_domain::verify::template::VerifyTemplate;
 use warden_domain::verify::verification::Verification;
+use warden_domain::webhook_endpoint::WebhookEndpoint;
 use warden_domain::{Aggregate, RecordedEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -113,37 +114,20 @@ pub fn replay(
             stream_id,
             t,
         ),
+        "webhook_endpoint" => finish(
+            fold::<WebhookEndpoint>(events, as_of)?,
+            |e| e.organization_id,
+            stream_id,
+            t,
+        ),
         other => return Err(AuditError::UnknownStreamType(other.to_owned())),
     })
 }
 
-/// Sealed values (`{key_id, nonce, ciphertext}`) become `"<sealed>"` and any field whose
-/// name ends in `digest` becomes `"<redacted>"`: an auditor sees what exists and when it
-/// changed, never material an attacker could use offline.
+/// Sealed values become `"<sealed>"` and digests `"<redacted>"` (shared with the webhook
+/// payloads: [`warden_domain::sealed::redact`]).
 pub fn redact(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let sealed = map.len() == 3
-                && map.contains_key("key_id")
-                && map.contains_key("nonce")
-                && map.contains_key("ciphertext");
-            if sealed {
-                return Value::String("<sealed>".into());
-            }
-            let mut out = Map::with_capacity(map.len());
-            for (k, v) in map {
-                let v = if k.ends_with("digest") && !v.is_null() {
-                    Value::String("<redacted>".into())
-                } else {
-                    redact(v)
-                };
-                out.insert(k, v);
-            }
-            Value::Object(out)
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
-        other => other,
-    }
+    warden_domain::sealed::redact(value)
 }
 
 #[cfg(test)]

@@ -113,6 +113,11 @@ pub struct Settings {
     /// Verify: price of a flash-call verification in USD.
     #[arg(long, env = "WARDEN_VERIFY_PRICE_FLASHCALL", default_value_t = 0.045)]
     pub verify_price_flashcall: f64,
+    /// Development only: multiplies every webhook retry pause (e.g. 0.001 turns the 5 s,
+    /// 5 min, 30 min… schedule into milliseconds for local testing). Production refuses
+    /// anything but 1.
+    #[arg(long, env = "WARDEN_WEBHOOK_RETRY_SCALE", default_value_t = 1.0)]
+    pub webhook_retry_scale: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +134,8 @@ pub enum SettingsError {
     BadSessionLifetime,
     #[error("Verify prices must be US dollar amounts from 0 to 1000000")]
     BadVerifyPrice,
+    #[error("WARDEN_WEBHOOK_RETRY_SCALE must be a number above 0 and at most 1, and is refused in production")]
+    BadWebhookRetryScale,
 }
 
 impl Settings {
@@ -147,6 +154,11 @@ impl Settings {
         }
         if self.session_lifetime_secs <= 0 || self.session_idle_secs <= 0 {
             return Err(SettingsError::BadSessionLifetime);
+        }
+        let scale = self.webhook_retry_scale;
+        let scale_ok = scale.is_finite() && scale > 0.0 && scale <= 1.0;
+        if !scale_ok || (self.env == Environment::Production && scale != 1.0) {
+            return Err(SettingsError::BadWebhookRetryScale);
         }
         self.verify_config()?;
         Ok(())
@@ -182,6 +194,7 @@ impl Settings {
             verify_price_sms: 0.05,
             verify_price_call: 0.09,
             verify_price_flashcall: 0.045,
+            webhook_retry_scale: 1.0,
         }
     }
 

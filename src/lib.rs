@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod telemetry;
 pub mod verify_expiry;
+pub mod webhook_health;
 
 pub use app::{AppState, Application};
 pub use config::Settings;

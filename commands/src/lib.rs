@@ -18,6 +18,7 @@ pub mod sender;
 pub mod store;
 pub mod two_factor;
 pub mod verify;
+pub mod webhooks;
 
 pub use error::CommandError;
 pub use pipeline::{Executed, Meta, Pipeline, Plan};

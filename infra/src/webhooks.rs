@@ -9,16 +9,26 @@
 //! (HMAC-SHA256 keyed by it, domain-separated), so no key is stored or logged and every node
 //! derives the same one.
 //!
+//! `standard_webhooks` (account-level endpoints, <https://www.standardwebhooks.com>) — the
+//! stored body is sent byte for byte, with `webhook-id` (the event id, the same on every
+//! retry and redelivery), `webhook-timestamp` (this attempt) and `webhook-signature`
+//! (`v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>` under the endpoint's secret, and
+//! under the previous secret too while a rotation's 24 hours run). The endpoint's current
+//! URL and secrets are read at each attempt; a deleted or disabled endpoint's pending
+//! deliveries fail without a request. Each endpoint's failure streak is kept in
+//! `webhook_endpoint_health` for the disabling rule.
+//!
 //! The schedule is computed here rather than with a retry crate: retries are durable rows
 //! picked up by any node, not a loop in one process.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::STANDARD as STANDARD_B64;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signer as _, SigningKey};
+use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::{AnyPool, FromRow};
@@ -26,14 +36,22 @@ use tokio::sync::watch;
 use uuid::Uuid;
 use warden_commands::{Clock, Secrets};
 use warden_domain::chain::format_time;
+use warden_domain::Sealed;
 use zeroize::Zeroizing;
 
 use crate::db::{Backend, Database};
 
 /// Attempts (each trying the URL, then the failover URL) before a delivery is given up.
 pub const MAX_ATTEMPTS: i64 = 8;
-/// Pause before retry n (1-based), before jitter: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h.
+/// Telnyx-style: pause before retry n (1-based), before jitter: 5 s, 30 s, 2 min, 10 min,
+/// 30 min, 1 h, 2 h.
 const BACKOFF_SECS: [i64; 7] = [5, 30, 120, 600, 1800, 3600, 7200];
+/// Standard Webhooks: after the immediate first attempt, 5 s, 5 min, 30 min, 2 h, 5 h,
+/// 10 h, 10 h (the spec's example schedule, cut at eight attempts; about 28 h in all).
+const STANDARD_BACKOFF_SECS: [i64; 7] = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+/// Scheme names (as `warden_projections::webhooks` writes them).
+const TELNYX: &str = "telnyx_ed25519";
+const STANDARD: &str = "standard_webhooks";
 const BATCH: i64 = 20;
 const POLL: Duration = Duration::from_millis(250);
 /// How long a claimed row stays hidden from other dispatchers.
@@ -55,7 +73,7 @@ pub fn telnyx_signing_key(secrets: &dyn Secrets, organization_id: Uuid) -> Signi
 
 /// Base64 of the organization's 32-byte Ed25519 public key (`GET /v2/public_key`).
 pub fn telnyx_public_key(secrets: &dyn Secrets, organization_id: Uuid) -> String {
-    STANDARD.encode(
+    STANDARD_B64.encode(
         telnyx_signing_key(secrets, organization_id)
             .verifying_key()
             .to_bytes(),
@@ -66,11 +84,34 @@ pub fn telnyx_public_key(secrets: &dyn Secrets, organization_id: Uuid) -> String
 struct Due {
     delivery_id: String,
     organization_id: String,
+    event_id: String,
     scheme: String,
     url: String,
     failover_url: Option<String>,
     data: String,
     attempts: i64,
+    endpoint_id: Option<String>,
+}
+
+/// An account-level endpoint as an attempt needs it.
+#[derive(Debug, Clone, FromRow)]
+struct Endpoint {
+    url: String,
+    enabled: i64,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_valid_until: Option<String>,
+}
+
+/// Where an attempt goes and what signs it.
+enum Target {
+    Send {
+        urls: Vec<String>,
+        /// HMAC keys (Standard Webhooks), newest first; empty for other schemes.
+        keys: Vec<Zeroizing<Vec<u8>>>,
+    },
+    /// Nothing to send to any more (endpoint deleted or disabled): fail now, no retry.
+    Gone(&'static str),
 }
 
 /// One HTTP request of an attempt.
@@ -93,6 +134,8 @@ pub struct Dispatcher {
     http: reqwest::Client,
     /// Development only: webhooks may reach loopback and private addresses.
     allow_private: bool,
+    /// Multiplies every retry pause (development only; 1 in production).
+    retry_scale: f64,
 }
 
 impl Dispatcher {
@@ -118,7 +161,17 @@ impl Dispatcher {
             clock,
             http,
             allow_private,
+            retry_scale: 1.0,
         }
+    }
+
+    /// Scales every retry pause (`WARDEN_WEBHOOK_RETRY_SCALE`, development only: the
+    /// settings refuse anything but 1 in production), so local checks need not wait minutes.
+    pub fn with_retry_scale(mut self, scale: f64) -> Self {
+        if scale.is_finite() && scale > 0.0 {
+            self.retry_scale = scale;
+        }
+        self
     }
 
     /// Delivers due rows until `shutdown` turns true.
@@ -161,7 +214,8 @@ impl Dispatcher {
                SELECT delivery_id FROM webhook_deliveries WHERE status = 'pending' \
                AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until <= $1) \
                ORDER BY next_attempt_at LIMIT $3{skip_locked}) \
-             RETURNING delivery_id, organization_id, scheme, url, failover_url, data, attempts"
+             RETURNING delivery_id, organization_id, event_id, scheme, url, failover_url, data, \
+             attempts, endpoint_id"
         ))
         .bind(format_time(now))
         .bind(format_time(now + chrono::Duration::seconds(LEASE_SECS)))
@@ -170,57 +224,160 @@ impl Dispatcher {
         .await
     }
 
+    /// The URLs (and keys) this attempt uses: for an account-level endpoint, its current
+    /// URL and secrets; otherwise the row's own URLs.
+    async fn target(&self, row: &Due, now: DateTime<Utc>) -> Result<Target, sqlx::Error> {
+        if row.scheme != STANDARD {
+            let urls = std::iter::once(row.url.clone())
+                .chain(row.failover_url.clone())
+                .collect();
+            return Ok(Target::Send { urls, keys: vec![] });
+        }
+        let endpoint = sqlx::query_as::<_, Endpoint>(
+            "SELECT url, enabled, secret, previous_secret, previous_valid_until \
+             FROM webhook_endpoints WHERE endpoint_id = $1",
+        )
+        .bind(row.endpoint_id.as_deref().unwrap_or_default())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(endpoint) = endpoint else {
+            return Ok(Target::Gone("the webhook endpoint was deleted"));
+        };
+        if endpoint.enabled == 0 {
+            return Ok(Target::Gone("the webhook endpoint is disabled"));
+        }
+        let previous_valid = endpoint
+            .previous_valid_until
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| now < t);
+        let mut keys = Vec::new();
+        let mut sealed = vec![endpoint.secret.clone()];
+        if previous_valid {
+            sealed.extend(endpoint.previous_secret.clone());
+        }
+        for text in &sealed {
+            let Ok(sealed) = serde_json::from_str::<Sealed>(text) else {
+                continue;
+            };
+            match self.secrets.open(&sealed).await {
+                Ok(Some(bytes)) => keys.push(Zeroizing::new(bytes)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "webhook secret could not be opened"),
+            }
+        }
+        if keys.is_empty() {
+            return Ok(Target::Gone("the webhook endpoint has no usable secret"));
+        }
+        Ok(Target::Send {
+            urls: vec![endpoint.url],
+            keys,
+        })
+    }
+
     async fn attempt(&self, row: &Due) -> Result<(), sqlx::Error> {
         let attempt = row.attempts + 1;
         let data: Value = serde_json::from_str(&row.data).unwrap_or(Value::Null);
-        let urls = std::iter::once(row.url.as_str()).chain(row.failover_url.as_deref());
         let mut last = Outcome {
             status: None,
             error: None,
         };
         let mut delivered_to = None;
-        for url in urls {
+        let (urls, keys, gone) = match self.target(row, self.clock.now()).await? {
+            Target::Send { urls, keys } => (urls, keys, false),
+            Target::Gone(why) => {
+                last.error = Some(why.to_owned());
+                (vec![row.url.clone()], vec![], true)
+            }
+        };
+        for url in &urls {
             let now = self.clock.now();
-            last = self.post(row, &data, attempt, url, now).await;
+            if !gone {
+                last = self.post(row, &data, &keys, attempt, url, now).await;
+            }
             sqlx::query(
                 "INSERT INTO webhook_attempts (delivery_id, attempt, url, status_code, error, attempted_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, attempt, url) DO NOTHING",
             )
             .bind(&row.delivery_id)
             .bind(attempt)
-            .bind(url)
+            .bind(url.as_str())
             .bind(last.status)
             .bind(last.error.clone())
             .bind(format_time(now))
             .execute(&self.pool)
             .await?;
             if last.ok() {
-                delivered_to = Some(url.to_owned());
+                delivered_to = Some(url.clone());
+                break;
+            }
+            if gone {
                 break;
             }
         }
         let now = self.clock.now();
         let (status, next) = match &delivered_to {
             Some(_) => ("delivered", now),
-            None if attempt >= MAX_ATTEMPTS => ("failed", now),
-            None => ("pending", now + backoff(attempt)),
+            None if gone || attempt >= MAX_ATTEMPTS => ("failed", now),
+            None => (
+                "pending",
+                now + scaled(backoff(&row.scheme, attempt), self.retry_scale),
+            ),
         };
         if delivered_to.is_none() {
             tracing::info!(delivery_id = %row.delivery_id, attempt, status, "webhook not delivered");
         }
+        let finished = (status != "pending").then(|| format_time(now));
         sqlx::query(
             "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4, \
-             locked_until = NULL, delivered_to = $5, last_status = $6, last_error = $7, updated_at = $8 \
-             WHERE delivery_id = $1",
+             locked_until = NULL, delivered_to = $5, last_status = $6, last_error = $7, updated_at = $8, \
+             finished_at = $9 WHERE delivery_id = $1",
         )
         .bind(&row.delivery_id)
         .bind(status)
         .bind(attempt)
         .bind(format_time(next))
-        .bind(delivered_to)
+        .bind(delivered_to.clone())
         .bind(last.status)
-        .bind(last.error)
+        .bind(last.error.clone())
         .bind(format_time(now))
+        .bind(finished)
+        .execute(&self.pool)
+        .await?;
+        if let (Some(endpoint_id), false) = (&row.endpoint_id, gone) {
+            self.record_health(endpoint_id, delivered_to.is_some(), &last, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the endpoint's failure streak: cleared by a success, started by the first failure.
+    async fn record_health(
+        &self,
+        endpoint_id: &str,
+        delivered: bool,
+        last: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        if delivered {
+            sqlx::query("DELETE FROM webhook_endpoint_health WHERE endpoint_id = $1")
+                .bind(endpoint_id)
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
+        }
+        let error = match (last.status, &last.error) {
+            (Some(status), _) => format!("HTTP {status}"),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "no response".to_owned(),
+        };
+        sqlx::query(
+            "INSERT INTO webhook_endpoint_health (endpoint_id, failing_since, last_error) \
+             VALUES ($1, $2, $3) ON CONFLICT (endpoint_id) DO UPDATE SET last_error = excluded.last_error",
+        )
+        .bind(endpoint_id)
+        .bind(format_time(now))
+        .bind(error)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -230,14 +387,16 @@ impl Dispatcher {
         &self,
         row: &Due,
         data: &Value,
+        keys: &[Zeroizing<Vec<u8>>],
         attempt: i64,
         url: &str,
         now: DateTime<Utc>,
     ) -> Outcome {
         let signed = match row.scheme.as_str() {
-            "telnyx_ed25519" => Uuid::parse_str(&row.organization_id)
+            TELNYX => Uuid::parse_str(&row.organization_id)
                 .map(|org| self.telnyx(org, data, attempt, url, now))
                 .map_err(|e| e.to_string()),
+            STANDARD => Ok(standard_webhooks(&row.event_id, &row.data, keys, now)),
             other => Err(format!("unknown signing scheme {other}")),
         };
         let (body, headers) = match signed {
@@ -298,7 +457,7 @@ impl Dispatcher {
         message.extend_from_slice(timestamp.as_bytes());
         message.push(b'|');
         message.extend_from_slice(body.as_bytes());
-        let signature = STANDARD.encode(key.sign(&message).to_bytes());
+        let signature = STANDARD_B64.encode(key.sign(&message).to_bytes());
         (
             body,
             vec![
@@ -309,16 +468,65 @@ impl Dispatcher {
     }
 }
 
-/// The pause after failed attempt `attempt`, with up to 20% jitter so retries spread out.
-fn backoff(attempt: i64) -> chrono::Duration {
+/// The Standard Webhooks body and headers of one attempt: the stored body byte for byte,
+/// signed with every key (newest first), space-separated.
+pub fn standard_webhooks(
+    event_id: &str,
+    body: &str,
+    keys: &[Zeroizing<Vec<u8>>],
+    now: DateTime<Utc>,
+) -> (String, Vec<(&'static str, String)>) {
+    let timestamp = now.timestamp().to_string();
+    let signatures: Vec<String> = keys
+        .iter()
+        .filter_map(|key| {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).ok()?;
+            mac.update(event_id.as_bytes());
+            mac.update(b".");
+            mac.update(timestamp.as_bytes());
+            mac.update(b".");
+            mac.update(body.as_bytes());
+            Some(format!(
+                "v1,{}",
+                STANDARD_B64.encode(mac.finalize().into_bytes())
+            ))
+        })
+        .collect();
+    (
+        body.to_owned(),
+        vec![
+            ("webhook-id", event_id.to_owned()),
+            ("webhook-timestamp", timestamp),
+            ("webhook-signature", signatures.join(" ")),
+        ],
+    )
+}
+
+/// The pause after failed attempt `attempt` of a delivery of `scheme`, with up to 20%
+/// jitter so retries spread out.
+fn backoff(scheme: &str, attempt: i64) -> chrono::Duration {
+    let schedule: &[i64] = if scheme == STANDARD {
+        &STANDARD_BACKOFF_SECS
+    } else {
+        &BACKOFF_SECS
+    };
     let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(0);
-    let base = BACKOFF_SECS
+    let base = schedule
         .get(index)
-        .or(BACKOFF_SECS.last())
+        .or(schedule.last())
         .copied()
         .unwrap_or(60);
-    let jitter = rand::thread_rng().gen_range(0..=base * 200) / 1000;
-    chrono::Duration::seconds(base + jitter)
+    let jitter_ms = rand::thread_rng().gen_range(0..=base * 200);
+    chrono::Duration::milliseconds(base * 1000 + jitter_ms)
+}
+
+/// A pause multiplied by the retry scale (development only), at least a millisecond.
+fn scaled(pause: chrono::Duration, scale: f64) -> chrono::Duration {
+    if scale == 1.0 {
+        return pause;
+    }
+    let ms = (pause.num_milliseconds() as f64 * scale).round().max(1.0);
+    chrono::Duration::milliseconds(ms as i64)
 }
 
 #[cfg(test)]
@@ -327,8 +535,46 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_stays_bounded() {
-        assert!((5..=6).contains(&backoff(1).num_seconds()));
-        assert!(backoff(3).num_seconds() >= 120);
-        assert!(backoff(50).num_seconds() <= 7200 * 6 / 5);
+        assert!((5..=6).contains(&backoff(TELNYX, 1).num_seconds()));
+        assert!(backoff(TELNYX, 3).num_seconds() >= 120);
+        assert!(backoff(TELNYX, 50).num_seconds() <= 7200 * 6 / 5);
+    }
+
+    #[test]
+    fn standard_webhooks_follow_the_spec_schedule() {
+        let secs: Vec<i64> = (1..=7)
+            .map(|a| backoff(STANDARD, a).num_seconds())
+            .collect();
+        for (got, base) in secs.iter().zip(STANDARD_BACKOFF_SECS) {
+            assert!((base..=base * 6 / 5).contains(got), "{got} vs {base}");
+        }
+        assert_eq!(
+            scaled(chrono::Duration::seconds(300), 0.001),
+            chrono::Duration::milliseconds(300)
+        );
+    }
+
+    /// The known-answer vector of the Standard Webhooks reference libraries.
+    #[test]
+    fn standard_webhooks_signature_matches_the_reference_vector() {
+        use base64::Engine as _;
+        let key = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode("C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+                .unwrap_or_default(),
+        );
+        let now = DateTime::from_timestamp(1_649_367_553, 0).unwrap_or_default();
+        let (_, headers) = standard_webhooks(
+            "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+            r#"{"email":"test@example.com","username":"test_user"}"#,
+            &[key.clone(), key],
+            now,
+        );
+        let sig = &headers[2].1;
+        assert_eq!(
+            sig,
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw= v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
+        assert_eq!(headers[1].1, "1649367553");
     }
 }

@@ -14,6 +14,7 @@ pub mod runtime;
 pub mod sessions;
 pub mod users;
 pub mod verify;
+pub mod webhook_endpoints;
 pub mod webhooks;
 
 pub use runtime::{ProjectionError, Projections, Projector};

@@ -22,6 +22,8 @@ use crate::{open_text, ProjectionError, Projector};
 
 /// Telnyx's signature: Ed25519 over `"{timestamp}|{body}"`.
 pub const SCHEME_TELNYX_ED25519: &str = "telnyx_ed25519";
+/// Standard Webhooks: HMAC-SHA256 over `"{id}.{timestamp}.{body}"` with the endpoint's secret.
+pub const SCHEME_STANDARD_WEBHOOKS: &str = "standard_webhooks";
 
 /// A delivery to enqueue.
 #[derive(Debug, Clone)]
@@ -37,6 +39,10 @@ pub struct NewDelivery {
     /// The event object; the scheme wraps it in its envelope per attempt.
     pub data: Value,
     pub at: DateTime<Utc>,
+    /// The account-level endpoint it is for (`standard_webhooks`), if any.
+    pub endpoint_id: Option<String>,
+    /// The event's position in the log.
+    pub global_position: Option<i64>,
 }
 
 /// Enqueues a delivery unless this event already has one for this subscription.
@@ -44,8 +50,9 @@ pub async fn enqueue(conn: &mut AnyConnection, d: NewDelivery) -> Result<(), sql
     let at = format_time(d.at);
     sqlx::query(
         "INSERT INTO webhook_deliveries (delivery_id, organization_id, subscription, event_id, event_type, \
-         scheme, url, failover_url, data, status, attempts, next_attempt_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10, $10) \
+         scheme, url, failover_url, data, status, attempts, next_attempt_at, created_at, updated_at, \
+         endpoint_id, global_position) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10, $10, $11, $12) \
          ON CONFLICT (event_id, subscription) DO NOTHING",
     )
     .bind(Uuid::now_v7().to_string())
@@ -58,6 +65,8 @@ pub async fn enqueue(conn: &mut AnyConnection, d: NewDelivery) -> Result<(), sql
     .bind(d.failover_url)
     .bind(d.data.to_string())
     .bind(at)
+    .bind(d.endpoint_id)
+    .bind(d.global_position)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -82,11 +91,15 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    pub subscription: String,
+    pub endpoint_id: Option<String>,
+    pub finished_at: Option<String>,
 }
 
 pub const DELIVERY_COLUMNS: &str =
     "delivery_id, organization_id, event_id, event_type, scheme, url, failover_url, data, status, \
-     attempts, next_attempt_at, delivered_to, last_status, last_error, created_at, updated_at";
+     attempts, next_attempt_at, delivered_to, last_status, last_error, created_at, updated_at, \
+     subscription, endpoint_id, finished_at";
 
 /// The organization's deliveries, newest first.
 pub async fn deliveries(
@@ -339,8 +352,171 @@ async fn enqueue_for_profile(
             failover_url,
             data,
             at: event.recorded_at,
+            endpoint_id: None,
+            global_position: Some(event.global_position),
         },
     )
     .await?;
     Ok(())
+}
+
+/// Which deliveries a delivery-log query wants (Telnyx's `filter[…]` parameters).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// `delivered`, `failed` or `pending`.
+    pub status: Option<String>,
+    /// Any of these event types (empty: all).
+    pub event_types: Vec<String>,
+    /// Text the delivered webhook contains.
+    pub webhook_contains: Option<String>,
+    /// Bounds on when the delivery started (was queued; its first attempt is immediate).
+    pub started_gte: Option<DateTime<Utc>>,
+    pub started_lte: Option<DateTime<Utc>>,
+    /// Bounds on when the delivery finished.
+    pub finished_gte: Option<DateTime<Utc>>,
+    pub finished_lte: Option<DateTime<Utc>>,
+}
+
+/// `LIKE` pattern matching `text` anywhere, with `\` escaping the wildcards.
+fn contains_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// A page of the organization's deliveries, newest first, and how many match.
+pub async fn delivery_page(
+    pool: &AnyPool,
+    organization_id: &str,
+    filter: &DeliveryFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<DeliveryRow>, i64), sqlx::Error> {
+    let mut clauses = vec!["organization_id = $1".to_owned()];
+    let mut binds: Vec<String> = vec![organization_id.to_owned()];
+    let mut push = |clause: &dyn Fn(usize) -> String, value: String| {
+        binds.push(value);
+        clauses.push(clause(binds.len()));
+    };
+    if let Some(status) = &filter.status {
+        push(&|n| format!("status = ${n}"), status.clone());
+    }
+    if !filter.event_types.is_empty() {
+        let first = binds.len() + 1;
+        let marks: Vec<String> = (first..first + filter.event_types.len())
+            .map(|n| format!("${n}"))
+            .collect();
+        binds.extend(filter.event_types.iter().cloned());
+        clauses.push(format!("event_type IN ({})", marks.join(", ")));
+    }
+    let mut push = |clause: &dyn Fn(usize) -> String, value: String| {
+        binds.push(value);
+        clauses.push(clause(binds.len()));
+    };
+    if let Some(text) = &filter.webhook_contains {
+        push(
+            &|n| format!("data LIKE ${n} ESCAPE '\\'"),
+            contains_pattern(text),
+        );
+    }
+    for (bound, column, op) in [
+        (filter.started_gte, "created_at", ">="),
+        (filter.started_lte, "created_at", "<="),
+        (filter.finished_gte, "finished_at", ">="),
+        (filter.finished_lte, "finished_at", "<="),
+    ] {
+        if let Some(t) = bound {
+            push(&|n| format!("{column} {op} ${n}"), format_time(t));
+        }
+    }
+    let filter_sql = clauses.join(" AND ");
+    let n = binds.len();
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE {filter_sql} \
+         ORDER BY created_at DESC, delivery_id DESC LIMIT ${} OFFSET ${}",
+        n + 1,
+        n + 2
+    );
+    let mut query = sqlx::query_as::<_, DeliveryRow>(&sql);
+    for b in &binds {
+        query = query.bind(b.as_str());
+    }
+    let rows = query.bind(limit).bind(offset).fetch_all(pool).await?;
+    let count_sql = format!("SELECT COUNT(*) FROM webhook_deliveries WHERE {filter_sql}");
+    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+    for b in &binds {
+        count = count.bind(b.as_str());
+    }
+    let total = count.fetch_one(pool).await?;
+    Ok((rows, total))
+}
+
+/// One delivery of the organization's.
+pub async fn delivery(
+    pool: &AnyPool,
+    organization_id: &str,
+    delivery_id: &str,
+) -> Result<Option<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as::<_, DeliveryRow>(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
+         WHERE organization_id = $1 AND delivery_id = $2"
+    ))
+    .bind(organization_id)
+    .bind(delivery_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A row of `webhook_attempts`.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub url: String,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub attempted_at: String,
+}
+
+/// A delivery's attempts, newest first (as Telnyx orders them).
+pub async fn attempts(pool: &AnyPool, delivery_id: &str) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    sqlx::query_as::<_, AttemptRow>(
+        "SELECT attempt, url, status_code, error, attempted_at FROM webhook_attempts \
+         WHERE delivery_id = $1 ORDER BY attempt DESC, attempted_at DESC",
+    )
+    .bind(delivery_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Queues the delivery's event again for the same subscriber, as a new delivery (same
+/// event, so the same `webhook-id`). Returns the new delivery's id.
+pub async fn redeliver(
+    pool: &AnyPool,
+    original: &DeliveryRow,
+    now: DateTime<Utc>,
+) -> Result<String, sqlx::Error> {
+    let id = Uuid::now_v7().to_string();
+    let at = format_time(now);
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (delivery_id, organization_id, subscription, event_id, \
+         event_type, scheme, url, failover_url, data, status, attempts, next_attempt_at, \
+         created_at, updated_at, endpoint_id, global_position) \
+         SELECT $2, organization_id, $3, event_id, event_type, scheme, url, failover_url, data, \
+         'pending', 0, $4, $4, $4, endpoint_id, global_position \
+         FROM webhook_deliveries WHERE delivery_id = $1",
+    )
+    .bind(&original.delivery_id)
+    .bind(&id)
+    .bind(format!("{}:redelivery:{id}", original.subscription))
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(id)
 }

@@ -11,6 +11,7 @@ use warden_domain::user::UserEvent;
 use warden_domain::verify::profile::VerifyProfileEvent;
 use warden_domain::verify::template::VerifyTemplateEvent;
 use warden_domain::verify::verification::VerificationEvent;
+use warden_domain::webhook_endpoint::WebhookEndpointEvent;
 use warden_domain::DomainEvent;
 
 use crate::app::AppState;
@@ -27,6 +28,7 @@ fn catalogue() -> Vec<(&'static str, &'static [&'static str])> {
         ("verify_profile", VerifyProfileEvent::event_types()),
         ("verify_template", VerifyTemplateEvent::event_types()),
         ("verification", VerificationEvent::event_types()),
+        ("webhook_endpoint", WebhookEndpointEvent::event_types()),
     ]
 }
 

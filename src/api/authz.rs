@@ -85,6 +85,17 @@ pub fn access(method: &Method, route: &str) -> Option<Access> {
         | "/v2/verifications/by_phone_number/{phone}"
         | "/v2/verifications/by_phone_number/{phone}/actions/verify"
         | "/v2/public_key" => Needs(if read { P::VerifyRead } else { P::VerifyManage }),
+        "/v2/webhook_endpoints"
+        | "/v2/webhook_endpoints/{id}"
+        | "/v2/webhook_endpoints/{id}/actions/rotate_secret"
+        | "/v2/webhook_endpoints/{id}/actions/redeliver"
+        | "/v2/webhook_deliveries"
+        | "/v2/webhook_deliveries/{id}"
+        | "/v2/webhook_deliveries/{id}/actions/redeliver" => Needs(if read {
+            P::WebhooksRead
+        } else {
+            P::WebhooksManage
+        }),
         _ => return None,
     })
 }

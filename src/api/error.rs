@@ -14,6 +14,7 @@ use warden_domain::permissions::Permission;
 use warden_domain::two_factor::TwoFactorError;
 use warden_domain::user::UserError;
 use warden_domain::values::ValidationError;
+use warden_domain::webhook_endpoint::WebhookEndpointError;
 use warden_projections::ProjectionError;
 
 /// Exact texts clients and tests rely on (API.md).
@@ -449,6 +450,17 @@ impl From<AccountsError> for ApiError {
             ),
             AccountsError::User(e) => e.into(),
             AccountsError::Organization(e) => e.into(),
+        }
+    }
+}
+
+impl From<WebhookEndpointError> for ApiError {
+    fn from(e: WebhookEndpointError) -> Self {
+        match e {
+            WebhookEndpointError::NotFound => Self::not_found(),
+            WebhookEndpointError::AlreadyExists => {
+                Self::conflict("already_exists", "Already exists", e.to_string())
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod users;
 pub mod verifications;
 pub mod verify_profiles;
 pub mod views;
+pub mod webhooks;
 
 use axum::http::{HeaderName, Request};
 use axum::Router;
@@ -59,6 +60,10 @@ use crate::app::AppState;
         verifications::trigger_sms, verifications::trigger_call, verifications::trigger_flashcall,
         verifications::get_verification, verifications::list_by_phone_number,
         verifications::verify_by_phone_number, verifications::verify_by_id, verifications::public_key,
+        webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint,
+        webhooks::update_endpoint, webhooks::delete_endpoint, webhooks::rotate_secret,
+        webhooks::redeliver_endpoint, webhooks::list_deliveries, webhooks::get_delivery,
+        webhooks::redeliver_delivery,
     ),
     components(schemas(
         accounts::SignUpRequest, sessions::SignInRequest, users::PatchMeRequest,
@@ -69,6 +74,7 @@ use crate::app::AppState;
         members::GroupRequest, members::InviteRequest, members::AcceptRequest, members::MemberGroupsRequest,
         api_keys::CreateApiKeyRequest,
         verifications::TriggerRequest, verifications::VerifyByPhoneRequest, verifications::VerifyByIdRequest,
+        webhooks::CreateEndpointRequest, webhooks::RedeliverFromRequest,
     )),
     modifiers(&BearerAuth),
 )]
@@ -112,6 +118,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(verify_profiles::router())
         .merge(verifications::router())
+        .merge(webhooks::router())
         .merge(ops::router())
         .merge(asyncapi::router())
         .merge(docs::router())
