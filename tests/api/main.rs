@@ -20,3 +20,4 @@ mod two_factor_codes;
 mod two_factor_policy;
 mod two_factor_recovery;
 mod verify;
+mod webhooks;

@@ -135,6 +135,33 @@ impl World {
                 assert_eq!(r.status, 200, "{}", r.text);
                 r.data()["id"].as_str().unwrap_or_default().to_owned()
             }
+            Fixture::WebhookEndpoint => {
+                let r = app
+                    .post(
+                        "/v2/webhook_endpoints",
+                        Some(owner),
+                        json!({ "url": "http://127.0.0.1:9/hook", "event_types": ["*"] }),
+                    )
+                    .await;
+                assert_eq!(r.status, 201, "{}", r.text);
+                r.data()["id"].as_str().unwrap_or_default().to_owned()
+            }
+            Fixture::WebhookDelivery => {
+                // A second endpoint's creation is an event the first one receives.
+                for _ in 0..2 {
+                    let r = app
+                        .post(
+                            "/v2/webhook_endpoints",
+                            Some(owner),
+                            json!({ "url": "http://127.0.0.1:9/hook", "event_types": ["*"] }),
+                        )
+                        .await;
+                    assert_eq!(r.status, 201, "{}", r.text);
+                }
+                let r = app.get("/v2/webhook_deliveries", owner).await;
+                assert_eq!(r.status, 200, "{}", r.text);
+                r.data()[0]["id"].as_str().unwrap_or_default().to_owned()
+            }
             Fixture::ApiKey => {
                 // The caller's own key when they may have one; A's owner's otherwise.
                 let token = if matches!(who, Who::Owner | Who::With) {
@@ -162,6 +189,9 @@ enum Fixture {
     VerifyProfile,
     /// The organization's own stream id.
     OrgStream,
+    WebhookEndpoint,
+    /// A delivery of organization A's (to an endpoint that never answers).
+    WebhookDelivery,
 }
 
 struct Row {
@@ -530,6 +560,96 @@ fn rows() -> Vec<Row> {
             200,
             200,
             none,
+        ),
+        r(
+            Method::GET,
+            "/v2/webhook_endpoints",
+            F::None,
+            "webhooks:read",
+            200,
+            200,
+            none,
+        ),
+        r(
+            Method::POST,
+            "/v2/webhook_endpoints",
+            F::None,
+            "webhooks:manage",
+            201,
+            201,
+            |_| Some(json!({ "url": "http://127.0.0.1:9/hook", "event_types": ["user.enabled"] })),
+        ),
+        r(
+            Method::GET,
+            "/v2/webhook_endpoints/{id}",
+            F::WebhookEndpoint,
+            "webhooks:read",
+            200,
+            404,
+            none,
+        ),
+        r(
+            Method::PATCH,
+            "/v2/webhook_endpoints/{id}",
+            F::WebhookEndpoint,
+            "webhooks:manage",
+            200,
+            404,
+            |_| Some(json!({ "description": "renamed" })),
+        ),
+        r(
+            Method::DELETE,
+            "/v2/webhook_endpoints/{id}",
+            F::WebhookEndpoint,
+            "webhooks:manage",
+            200,
+            404,
+            none,
+        ),
+        r(
+            Method::POST,
+            "/v2/webhook_endpoints/{id}/actions/rotate_secret",
+            F::WebhookEndpoint,
+            "webhooks:manage",
+            200,
+            404,
+            empty,
+        ),
+        r(
+            Method::POST,
+            "/v2/webhook_endpoints/{id}/actions/redeliver",
+            F::WebhookEndpoint,
+            "webhooks:manage",
+            202,
+            404,
+            |_| Some(json!({ "from_position": 1 })),
+        ),
+        r(
+            Method::GET,
+            "/v2/webhook_deliveries",
+            F::None,
+            "webhooks:read",
+            200,
+            200,
+            none,
+        ),
+        r(
+            Method::GET,
+            "/v2/webhook_deliveries/{id}",
+            F::WebhookDelivery,
+            "webhooks:read",
+            200,
+            404,
+            none,
+        ),
+        r(
+            Method::POST,
+            "/v2/webhook_deliveries/{id}/actions/redeliver",
+            F::WebhookDelivery,
+            "webhooks:manage",
+            202,
+            404,
+            empty,
         ),
         r(
             Method::GET,
