@@ -56,7 +56,7 @@ impl Receiver {
 
     /// Waits until at least `n` requests arrived; returns them all.
     async fn wait_for(&self, n: usize) -> Vec<(axum::http::HeaderMap, String)> {
-        for _ in 0..150 {
+        for _ in 0..300 {
             let got = self.requests();
             if got.len() >= n {
                 return got;
@@ -388,9 +388,17 @@ async fn rotation_signs_with_both_secrets_for_a_day() {
     assert_eq!(verified_by(&old, headers, body), 0);
 }
 
+/// Whether the delivery's next attempt is set to after `t`.
+fn retry_after(d: &Value, t: chrono::DateTime<chrono::Utc>) -> bool {
+    d["next_attempt_at"]
+        .as_str()
+        .and_then(|n| chrono::DateTime::parse_from_rfc3339(n).ok())
+        .is_some_and(|n| n > t)
+}
+
 /// Polls the delivery log until `check` holds for the first delivery.
 async fn wait_delivery(app: &TestApp, token: &str, check: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..150 {
+    for _ in 0..300 {
         let r = app.get("/v2/webhook_deliveries", token).await;
         assert_eq!(r.status, 200, "{}", r.text);
         if let Some(d) = r.data().as_array().and_then(|a| a.first()) {
@@ -411,8 +419,10 @@ async fn failed_deliveries_are_retried_later_with_the_same_webhook_id() {
     let (_, secret) =
         create_endpoint(&app, &token, &hook.url, json!(["organization.updated"])).await;
     rename_org(&app, &token, "Retry Ltd").await;
+    // (Its attempt row is written just before the delivery's next time: wait for both.)
+    let t0 = now(&app);
     let d = wait_delivery(&app, &token, |d| {
-        d["attempts"].as_array().unwrap().len() == 1
+        d["attempts"].as_array().unwrap().len() == 1 && retry_after(d, t0)
     })
     .await;
     assert_eq!(d["status"], "pending");
@@ -425,8 +435,10 @@ async fn failed_deliveries_are_retried_later_with_the_same_webhook_id() {
     assert_eq!(hook.requests().len(), 1);
     app.clock.advance(chrono::Duration::seconds(7));
     hook.wait_for(2).await;
+    let t1 = now(&app);
     let d = wait_delivery(&app, &token, |d| {
         d["attempts"].as_array().unwrap().len() == 2
+            && retry_after(d, t1 + chrono::Duration::seconds(60))
     })
     .await;
     let next =
@@ -515,7 +527,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_with_an_event_and_a_notic
     app.clock
         .advance(chrono::Duration::days(1) + chrono::Duration::minutes(1));
     let mut disabled = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         if app
             .event_types_after(position)
             .await
