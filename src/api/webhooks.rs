@@ -415,11 +415,12 @@ fn webhook_object(row: &DeliveryRow) -> Value {
     let data: Value = serde_json::from_str(&row.data).unwrap_or(Value::Null);
     // Telnyx-scheme rows hold the Telnyx event object; Standard Webhooks rows the
     // `{type, timestamp, data}` body.
+    let field = |k: &str| data.get(k).cloned().unwrap_or(Value::Null);
     let (occurred_at, payload) =
         if row.scheme == warden_projections::webhooks::SCHEME_TELNYX_ED25519 {
-            (data["occurred_at"].clone(), data["payload"].clone())
+            (field("occurred_at"), field("payload"))
         } else {
-            (data["timestamp"].clone(), data["data"].clone())
+            (field("timestamp"), field("data"))
         };
     json!({
         "id": row.event_id,
