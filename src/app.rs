@@ -16,6 +16,7 @@ use warden_commands::two_factor::TwoFactorCommands;
 use warden_commands::verify::VerifyCommands;
 use warden_commands::{Clock, EventStore, Pipeline, Secrets};
 use warden_infra::db::{Backend, Database};
+use warden_projections::audit_events::AuditEventsProjector;
 use warden_projections::members::MembersProjector;
 use warden_projections::organizations::OrganizationsProjector;
 use warden_projections::sessions::SessionsProjector;
@@ -108,6 +109,7 @@ impl Core {
             Arc::new(MembersProjector::new(secrets.clone())),
             Arc::new(VerifyProjector::new(secrets.clone())),
             Arc::new(VerifyWebhooksProjector::new(store.clone(), secrets.clone())),
+            Arc::new(AuditEventsProjector),
         ];
         let projections = Projections::new(db.pool.clone(), store.clone(), projectors);
         let projections = match db.backend {
