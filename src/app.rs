@@ -137,7 +137,8 @@ impl Application {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         settings.validate()?;
         let core = Core::open(&settings.storage).await?;
-        let pipeline = Pipeline::new(core.store.clone(), clock.clone());
+        let pipeline =
+            Pipeline::new(core.store.clone(), clock.clone()).with_secrets(core.secrets.clone());
         let policy = SessionPolicy {
             lifetime: ChronoDuration::seconds(settings.session_lifetime_secs),
             idle_timeout: ChronoDuration::seconds(settings.session_idle_secs),
