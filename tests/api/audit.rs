@@ -317,7 +317,9 @@ async fn audit_events_show_who_changed_what_from_what_to_what_with_secrets_redac
     );
     let started = of("user.session_started").next().unwrap();
     assert_eq!(change(started, "session.token_digest")["to"], "[REDACTED]");
-    let enrolling = of("user.two_factor_enrollment_started").next_back().unwrap();
+    let enrolling = of("user.two_factor_enrollment_started")
+        .next_back()
+        .unwrap();
     assert_eq!(
         change(enrolling, "two_factor_enrollment.phone_number")["to"],
         "[REDACTED]"
