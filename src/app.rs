@@ -17,6 +17,7 @@ use warden_commands::verify::VerifyCommands;
 use warden_commands::webhooks::WebhookEndpoints;
 use warden_commands::{Clock, EventStore, Pipeline, Secrets};
 use warden_infra::db::{Backend, Database};
+use warden_projections::audit_events::AuditEventsProjector;
 use warden_projections::members::MembersProjector;
 use warden_projections::organizations::OrganizationsProjector;
 use warden_projections::sessions::SessionsProjector;
@@ -112,6 +113,7 @@ impl Core {
             Arc::new(VerifyProjector::new(secrets.clone())),
             Arc::new(VerifyWebhooksProjector::new(store.clone(), secrets.clone())),
             Arc::new(WebhookEndpointsProjector),
+            Arc::new(AuditEventsProjector),
         ];
         let projections = Projections::new(db.pool.clone(), store.clone(), projectors);
         let projections = match db.backend {
@@ -139,7 +141,8 @@ impl Application {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         settings.validate()?;
         let core = Core::open(&settings.storage).await?;
-        let pipeline = Pipeline::new(core.store.clone(), clock.clone());
+        let pipeline =
+            Pipeline::new(core.store.clone(), clock.clone()).with_secrets(core.secrets.clone());
         let policy = SessionPolicy {
             lifetime: ChronoDuration::seconds(settings.session_lifetime_secs),
             idle_timeout: ChronoDuration::seconds(settings.session_idle_secs),

@@ -46,6 +46,7 @@ pub async fn expire_due(state: &AppState) -> anyhow::Result<usize> {
                 ..EventMetadata::default()
             },
             idempotency: None,
+            subject: None,
         };
         let position = state
             .verify

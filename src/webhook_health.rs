@@ -53,6 +53,7 @@ pub async fn disable_failing(state: &AppState) -> anyhow::Result<usize> {
                 ..EventMetadata::default()
             },
             idempotency: None,
+            subject: None,
         };
         let position = state
             .webhooks

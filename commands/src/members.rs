@@ -523,6 +523,93 @@ impl Members {
         Ok(executed.position)
     }
 
+    /// Forgets a person of the caller's organization (never the owner) by crypto-shredding:
+    /// they are removed (if not yet) and `user.forgotten` is recorded, their address is
+    /// free again, and then their data key and the key of the invitation they accepted are
+    /// destroyed, so everything sealed for them is unreadable everywhere. Safe to repeat: a
+    /// second call records nothing and destroys the keys again.
+    pub async fn forget_member(
+        &self,
+        caller: Caller,
+        user_id: Uuid,
+        meta: &Meta,
+    ) -> Result<Option<i64>> {
+        let user_stream = User::stream_id(user_id);
+        let org_stream = Organization::stream_id(caller.organization_id);
+        let user = self
+            .pipeline
+            .load::<User, MembersError>(&user_stream)
+            .await?
+            .state;
+        if user.organization_id != Some(caller.organization_id) {
+            return Err(CommandError::Domain(MembersError::User(
+                UserError::NotFound,
+            )));
+        }
+        if user.role == Some(Role::OrganizationOwner) {
+            return Err(CommandError::Domain(TeamError::CannotActOnOwner.into()));
+        }
+        let claim = match &user.email {
+            Some(sealed) => self.email_claim_of(sealed).await?,
+            None => None,
+        };
+        let executed = self
+            .pipeline
+            .execute_pair::<Organization, User, MembersError, _>(
+                &org_stream,
+                &user_stream,
+                meta,
+                |org, user, ctx, plan| {
+                    let actor = org
+                        .actor(caller.user_id)
+                        .ok_or(CommandError::Domain(MembersError::NotAMember))?;
+                    if org.owner_user_id == Some(user_id) {
+                        return Err(CommandError::Domain(TeamError::CannotActOnOwner.into()));
+                    }
+                    let org_events = if org.team.members.contains_key(&user_id) {
+                        organization::decide(
+                            org,
+                            OrganizationCommand::Team(TeamCommand::RemoveMember { user_id, actor }),
+                            ctx,
+                        )
+                        .map_err(|e| CommandError::Domain(e.into()))?
+                    } else {
+                        vec![]
+                    };
+                    let user_events = user::decide(user, UserCommand::Forget, ctx)
+                        .map_err(|e| CommandError::Domain(e.into()))?;
+                    if let Some(claim) = &claim {
+                        plan.release(claim.clone());
+                    }
+                    Ok((org_events, user_events))
+                },
+            )
+            .await?;
+        // The event is recorded first, so a failure below leaves a forgotten user whose
+        // keys a retry destroys; never destroyed keys without the record of why.
+        self.secrets.destroy_key(&user_stream).await?;
+        for invitation_id in self.accepted_invitations(&org_stream, user_id).await? {
+            self.secrets
+                .destroy_key(&invitation_subject(invitation_id))
+                .await?;
+        }
+        Ok(executed.position)
+    }
+
+    /// The invitations `user_id` accepted in this organization (their address was sealed
+    /// under each invitation's own key).
+    async fn accepted_invitations(&self, org_stream: &str, user_id: Uuid) -> Result<Vec<Uuid>> {
+        let events = self.pipeline.store().read_stream(org_stream, 0).await?;
+        Ok(events
+            .iter()
+            .filter(|e| e.event_type == "organization.invitation_accepted")
+            .filter(|e| {
+                e.payload.get("user_id").and_then(|v| v.as_str()) == Some(&user_id.to_string())
+            })
+            .filter_map(|e| e.payload.get("invitation_id")?.as_str()?.parse().ok())
+            .collect())
+    }
+
     /// Runs a user command on a sub-user of the caller's organization (never the owner).
     async fn on_member(
         &self,

@@ -92,17 +92,70 @@ impl Plan {
 pub struct Meta {
     pub metadata: EventMetadata,
     pub idempotency: Option<IdempotencyLease>,
+    /// Whose data key seals the request's client facts (`user-<uuid>`); when unset, the
+    /// first user stream the command writes to (an anonymous sign-up or sign-in).
+    pub subject: Option<String>,
 }
 
 #[derive(Clone)]
 pub struct Pipeline {
     store: Arc<dyn EventStore>,
     clock: Arc<dyn Clock>,
+    secrets: Option<Arc<dyn crate::ports::Secrets>>,
 }
 
 impl Pipeline {
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            secrets: None,
+        }
+    }
+
+    /// Seals every event's client facts (ip, user agent) under the data key of the person
+    /// they describe, so they are personal data that forgetting that person shreds.
+    pub fn with_secrets(mut self, secrets: Arc<dyn crate::ports::Secrets>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// Moves the plaintext ip and user agent into one value sealed for `subject` (or the
+    /// first user stream written). Without a subject, or once that person is forgotten,
+    /// they are not recorded at all: never in plaintext.
+    async fn seal_client(
+        &self,
+        metadata: &mut EventMetadata,
+        subject: Option<&str>,
+        request: &AppendRequest,
+    ) -> Result<(), crate::ports::SecretsError> {
+        let ip = metadata.ip.take();
+        let user_agent = metadata.user_agent.take();
+        if ip.is_none() && user_agent.is_none() {
+            return Ok(());
+        }
+        let Some(secrets) = &self.secrets else {
+            metadata.ip = ip;
+            metadata.user_agent = user_agent;
+            return Ok(());
+        };
+        let subject = subject.map(str::to_owned).or_else(|| {
+            request
+                .streams
+                .iter()
+                .find(|s| s.stream_type == "user")
+                .map(|s| s.stream_id.clone())
+        });
+        let Some(subject) = subject else {
+            return Ok(());
+        };
+        let facts = serde_json::json!({ "ip": ip, "user_agent": user_agent }).to_string();
+        match secrets.seal(&subject, facts.as_bytes()).await {
+            Ok(sealed) => metadata.client = Some(sealed),
+            Err(crate::ports::SecretsError::Forgotten) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -281,7 +334,11 @@ impl Pipeline {
         }
         let mut request = plan.request;
         request.streams.retain(|s| !s.events.is_empty());
-        request.metadata = meta.metadata.clone();
+        let mut metadata = meta.metadata.clone();
+        self.seal_client(&mut metadata, meta.subject.as_deref(), &request)
+            .await
+            .map_err(CommandError::from)?;
+        request.metadata = metadata;
         request.recorded_at = now;
         request.idempotency = meta.idempotency.clone();
         let outcome = self.store.append(request).await?;

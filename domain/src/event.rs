@@ -91,10 +91,18 @@ pub struct EventMetadata {
     pub causation_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Plaintext client address: only in events recorded before the client facts were
+    /// sealed (new events carry [`Self::client`] instead).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// Plaintext user agent: only in older events, like [`Self::ip`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The request's client facts (`{"ip", "user_agent"}` as JSON), personal data of the
+    /// person who made the request, so sealed under their data key: forgetting them makes
+    /// these unreadable too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::sealed::Sealed>,
 }
 
 /// A stored event: the envelope of DESIGN.md "Events".

@@ -171,6 +171,11 @@ pub enum UserEvent {
     /// The sub-user left the organization: sessions and API keys end for good.
     #[serde(rename = "user.removed")]
     Removed {},
+    /// The person was forgotten: their data key is destroyed, so every value sealed for
+    /// them (email, names, phone numbers, secrets) is unreadable everywhere from now on.
+    /// The history keeps *that* things happened. Who did it is in the metadata.
+    #[serde(rename = "user.forgotten")]
+    Forgotten {},
     /// Only the key's digest and a display prefix are kept.
     #[serde(rename = "user.api_key_created")]
     ApiKeyCreated {
@@ -220,6 +225,7 @@ impl DomainEvent for UserEvent {
             "user.disabled",
             "user.enabled",
             "user.removed",
+            "user.forgotten",
             "user.api_key_created",
             "user.api_key_rotated",
             "user.api_key_revoked",
@@ -249,6 +255,9 @@ pub struct User {
     /// The second factor was reset: the next sign-in may only enroll one.
     #[serde(default)]
     pub must_enroll: bool,
+    /// The person was forgotten (crypto-shredded); final.
+    #[serde(default)]
+    pub forgotten: bool,
 }
 
 impl Aggregate for User {
@@ -375,6 +384,16 @@ impl Aggregate for User {
                 self.status = UserStatus::Removed;
                 self.sessions.clear();
                 self.api_keys.clear();
+            }
+            UserEvent::Forgotten {} => {
+                self.status = UserStatus::Removed;
+                self.sessions.clear();
+                self.api_keys.clear();
+                self.email = None;
+                self.password_hash = None;
+                self.two_factor = TwoFactor::default();
+                self.must_enroll = false;
+                self.forgotten = true;
             }
             UserEvent::ApiKeyCreated { key_id, prefix, .. }
             | UserEvent::ApiKeyRotated { key_id, prefix, .. } => {
@@ -543,6 +562,8 @@ pub enum UserCommand {
     Disable,
     Enable,
     Remove,
+    /// Forget the person: removed (if not yet) and forgotten. Nothing if already forgotten.
+    Forget,
     CreateApiKey {
         key_id: Uuid,
         name: String,
@@ -601,6 +622,13 @@ pub fn check_sign_in_allowed(user: &User, now: DateTime<Utc>) -> Result<(), User
 pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>, UserError> {
     if user.id.is_none() && !matches!(cmd, UserCommand::Register { .. }) {
         return Err(UserError::NotFound);
+    }
+    if let UserCommand::Forget = cmd {
+        return Ok(match (user.forgotten, user.status) {
+            (true, _) => vec![],
+            (false, UserStatus::Removed) => vec![UserEvent::Forgotten {}],
+            (false, _) => vec![UserEvent::Removed {}, UserEvent::Forgotten {}],
+        });
     }
     if user.status == UserStatus::Removed
         || (user.status == UserStatus::Disabled
@@ -834,6 +862,7 @@ pub fn decide(user: &User, cmd: UserCommand, ctx: &Ctx) -> Result<Vec<UserEvent>
             vec![UserEvent::Enabled {}]
         }),
         UserCommand::Remove => Ok(vec![UserEvent::Removed {}]),
+        UserCommand::Forget => Ok(vec![]),
         UserCommand::CreateApiKey {
             key_id,
             name,

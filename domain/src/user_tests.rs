@@ -167,6 +167,7 @@ fn every_user_event_type_is_pinned() {
         UserEvent::Disabled {},
         UserEvent::Enabled {},
         UserEvent::Removed {},
+        UserEvent::Forgotten {},
         UserEvent::ApiKeyCreated {
             key_id: uid(40),
             name: "CI deploys".into(),
@@ -325,4 +326,33 @@ fn an_empty_profile_update_writes_nothing() {
         phone_number: None,
     };
     assert_eq!(decide(&user, cmd, &ctx(0)), Ok(vec![]));
+}
+
+#[test]
+fn forgetting_removes_once_forgets_once_and_nothing_works_after() {
+    let user = given(&[registered()]);
+    assert_eq!(
+        decide(&user, UserCommand::Forget, &ctx(10)).unwrap(),
+        vec![UserEvent::Removed {}, UserEvent::Forgotten {}]
+    );
+    let removed = given(&[registered(), UserEvent::Removed {}]);
+    assert_eq!(
+        decide(&removed, UserCommand::Forget, &ctx(10)).unwrap(),
+        vec![UserEvent::Forgotten {}]
+    );
+    let forgotten = given(&[registered(), UserEvent::Removed {}, UserEvent::Forgotten {}]);
+    assert!(forgotten.forgotten && forgotten.email.is_none());
+    assert_eq!(forgotten.status, UserStatus::Removed);
+    assert_eq!(
+        decide(&forgotten, UserCommand::Forget, &ctx(10)).unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        decide(&forgotten, UserCommand::Enable, &ctx(10)),
+        Err(UserError::Inactive)
+    );
+    assert_eq!(
+        decide(&User::default(), UserCommand::Forget, &ctx(10)),
+        Err(UserError::NotFound)
+    );
 }

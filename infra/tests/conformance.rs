@@ -211,6 +211,7 @@ fn request(streams: Vec<StreamAppend>) -> AppendRequest {
             idempotency_key: Some("key-1".into()),
             ip: Some("203.0.113.7".into()),
             user_agent: Some("conformance/1.0".into()),
+            client: None,
         },
         recorded_at: t0(),
         ..Default::default()

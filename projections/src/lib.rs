@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod audit_events;
 pub mod members;
 pub mod organizations;
 pub mod runtime;

@@ -309,7 +309,7 @@ async fn apply_user(
                 .execute(&mut *conn)
                 .await?;
         }
-        UserEvent::Removed {} => {
+        UserEvent::Removed {} | UserEvent::Forgotten {} => {
             sqlx::query(
                 "UPDATE api_keys SET revoked_at = $2, updated_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
             )
@@ -317,6 +317,13 @@ async fn apply_user(
             .bind(at)
             .execute(&mut *conn)
             .await?;
+            if matches!(e, UserEvent::Forgotten {}) {
+                // The invitation they accepted was sealed under its own (now destroyed) key.
+                sqlx::query("UPDATE invitations SET email = NULL WHERE user_id = $1")
+                    .bind(user)
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
         _ => {}
     }

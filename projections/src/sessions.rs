@@ -93,7 +93,7 @@ impl Projector for SessionsProjector {
                 .execute(&mut *conn)
                 .await?;
             }
-            UserEvent::Disabled {} | UserEvent::Removed {} => {
+            UserEvent::Disabled {} | UserEvent::Removed {} | UserEvent::Forgotten {} => {
                 sqlx::query(
                     "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
                 )

@@ -232,6 +232,19 @@ impl Projector for UsersProjector {
                     .execute(&mut *conn)
                     .await?;
             }
+            // Their data key is gone: a rebuild opens nothing of theirs, and the live row
+            // drops it all now, so both agree.
+            UserEvent::Forgotten {} => {
+                sqlx::query(
+                    "UPDATE users SET status = 'removed', email = NULL, first_name = NULL, last_name = NULL, \
+                     phone_number = NULL, two_factor_phone = NULL, two_factor_pending_phone = NULL, \
+                     updated_at = $2 WHERE user_id = $1",
+                )
+                .bind(&user_id)
+                .bind(&at)
+                .execute(&mut *conn)
+                .await?;
+            }
             UserEvent::PasswordChanged { .. }
             | UserEvent::SignInFailed { .. }
             | UserEvent::SessionEnded { .. }

@@ -57,8 +57,9 @@ fn envelope_schema() -> Value {
                     "correlation_id": { "type": "string", "format": "uuid" },
                     "causation_id": nullable_text,
                     "idempotency_key": nullable_text,
-                    "ip": nullable_text,
-                    "user_agent": nullable_text,
+                    "ip": { "type": ["string", "null"], "description": "Only in events recorded before client facts were sealed." },
+                    "user_agent": { "type": ["string", "null"], "description": "Only in events recorded before client facts were sealed." },
+                    "client": { "type": ["object", "null"], "description": "The request's {ip, user_agent}, sealed ({key_id, nonce, ciphertext}) under the data key of the person who made it." },
                 }
             },
             "prev_hash": { "type": "string", "description": "The previous event's hash in this stream (empty for version 1)." },

@@ -1,6 +1,7 @@
 //! The auditors' view over HTTP (`audit:read`): one stream's raw envelopes (sealed fields
 //! stay sealed), its state as of any instant (secrets redacted), and its hash-chain check.
-//! A stream of another organization, or no stream at all, is 404.
+//! A stream of another organization, or no stream at all, is 404. And the organization's
+//! Telnyx-compatible audit log, `GET /v2/audit_events`.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use serde_json::{json, Value};
 use warden_domain::chain::format_time;
 use warden_domain::values::ValidationError;
 use warden_domain::RecordedEvent;
+use warden_projections::audit_events::AuditQuery;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::Principal;
@@ -23,6 +25,75 @@ pub fn router() -> Router<AppState> {
         .route("/v2/audit/streams/{stream_id}/events", get(events))
         .route("/v2/audit/streams/{stream_id}/state", get(state_as_of))
         .route("/v2/audit/streams/{stream_id}/verify", get(verify))
+        .route("/v2/audit_events", get(audit_events))
+}
+
+fn parse_time(query: &BTreeMap<String, String>, name: &str) -> ApiResult<Option<String>> {
+    match query.get(name) {
+        Some(raw) => Ok(Some(format_time(
+            chrono::DateTime::parse_from_rfc3339(raw.trim())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ValidationError::new(name, "invalid_time", "must be an RFC 3339 time")
+                })?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The organization's audit log, Telnyx-compatible: one entry per change recorded in the
+/// log (its own, its users' and its Verify configuration's streams), with who made it and
+/// each changed field's `from` and `to`; sealed values and digests show as `"[REDACTED]"`.
+/// Newest first unless `sort` is `created_at` (or `asc`).
+#[utoipa::path(get, path = "/v2/audit_events", tag = "Audit",
+    params(("filter[created_after]" = Option<String>, Query, description = "RFC 3339; entries strictly after"),
+           ("filter[created_before]" = Option<String>, Query, description = "RFC 3339; entries strictly before"),
+           ("sort" = Option<String>, Query, description = "-created_at (default) | created_at | desc | asc"),
+           ("page[number]" = Option<usize>, Query, description = "From 1"),
+           ("page[size]" = Option<usize>, Query, description = "1 to 250, default 20")),
+    responses((status = 200, description = "{data: [audit_event], meta}"),
+              (status = 422, description = "A filter, sort or page value is invalid")),
+    security(("bearer" = [])))]
+pub async fn audit_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> ApiResult<axum::Json<Value>> {
+    let page = Page::from_query(&query)?;
+    let created_after = parse_time(&query, "filter[created_after]")?;
+    let created_before = parse_time(&query, "filter[created_before]")?;
+    let newest_first = match query.get("sort").map(|s| s.trim()) {
+        None | Some("-created_at") | Some("desc") => true,
+        Some("created_at") | Some("asc") => false,
+        Some(_) => {
+            return Err(ValidationError::new(
+                "sort",
+                "invalid_value",
+                "must be created_at, -created_at, asc or desc",
+            )
+            .into())
+        }
+    };
+    let offset = page.number.saturating_sub(1).saturating_mul(page.size);
+    let q = AuditQuery {
+        organization_id: principal.organization_id.to_string(),
+        created_after,
+        created_before,
+        newest_first,
+        offset: i64::try_from(offset).unwrap_or(i64::MAX),
+        limit: i64::try_from(page.size).unwrap_or(i64::MAX),
+    };
+    let (data, total) = warden_projections::audit_events::list(&state.db.pool, &q).await?;
+    let total = usize::try_from(total).unwrap_or_default();
+    Ok(axum::Json(json!({
+        "data": data,
+        "meta": {
+            "page_number": page.number,
+            "page_size": page.size,
+            "total_pages": total.div_ceil(page.size),
+            "total_results": total,
+        },
+    })))
 }
 
 /// The stream's events, if it exists and belongs to the caller's organization. Ownership

@@ -72,7 +72,8 @@ pub fn access(method: &Method, route: &str) -> Option<Access> {
         }
         "/v2/audit/streams/{stream_id}/events"
         | "/v2/audit/streams/{stream_id}/state"
-        | "/v2/audit/streams/{stream_id}/verify" => Needs(P::AuditRead),
+        | "/v2/audit/streams/{stream_id}/verify"
+        | "/v2/audit_events" => Needs(P::AuditRead),
         "/v2/verify_profiles"
         | "/v2/verify_profiles/{id}"
         | "/v2/verify_profiles/templates"

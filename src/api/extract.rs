@@ -323,6 +323,7 @@ pub struct RequestMeta(pub Meta);
 impl RequestMeta {
     pub fn by(mut self, principal: &Principal) -> Meta {
         self.0.metadata.actor = Some(principal.actor());
+        self.0.subject = Some(format!("user-{}", principal.user_id));
         self.0
     }
 
@@ -363,8 +364,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
                 idempotency_key: idempotency.as_ref().map(|l| l.key.key.clone()),
                 ip,
                 user_agent,
+                client: None,
             },
             idempotency,
+            subject: None,
         }))
     }
 }

@@ -196,3 +196,58 @@ async fn replay(state: &AppState, saved: SavedResponse) -> Result<Response, ApiE
     );
     Ok(response)
 }
+
+/// After a person is forgotten: every saved answer that shows any of `values` (their
+/// address, names, phone numbers) becomes the final 409 `idempotency_key_committed`, so a
+/// replay can no longer hand their data out (the answer was sealed under the system key,
+/// not theirs). The record stays, so a retry still cannot run the request twice. Returns
+/// how many answers were replaced.
+pub async fn forget_saved_answers(state: &AppState, values: &[String]) -> Result<u64, ApiError> {
+    let values: Vec<&[u8]> = values
+        .iter()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.as_bytes())
+        .collect();
+    if values.is_empty() {
+        return Ok(0);
+    }
+    let rows = sqlx::query("SELECT scope, key, body FROM idempotency_keys WHERE body IS NOT NULL")
+        .fetch_all(&state.db.pool)
+        .await?;
+    let (parts, body) = committed_without_response().into_response().into_parts();
+    let replacement = to_bytes(body, MAX_RESPONSE)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let mut replaced = 0;
+    for row in rows {
+        use sqlx::Row;
+        let scope: String = row.try_get("scope")?;
+        let key: String = row.try_get("key")?;
+        let stored: Vec<u8> = row.try_get("body")?;
+        let Ok(sealed) = serde_json::from_slice::<Sealed>(&stored) else {
+            continue;
+        };
+        let Some(body) = state.secrets.open(&sealed).await? else {
+            continue;
+        };
+        if !values
+            .iter()
+            .any(|v| body.windows(v.len()).any(|w| w == *v))
+        {
+            continue;
+        }
+        let sealed = state.secrets.seal(SUBJECT, &replacement).await?;
+        let stored = serde_json::to_vec(&sealed).map_err(|e| ApiError::internal(&e))?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(i64::from(parts.status.as_u16()))
+        .bind(stored)
+        .execute(&state.db.pool)
+        .await?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}

@@ -706,9 +706,12 @@ pub async fn set_member_groups(
 }
 
 /// `remove` (sessions and API keys end at once), `disable`, `enable`, `reset_two_factor`
-/// (the member must enroll again; they and the owner are emailed), `unblock_two_factor`.
+/// (the member must enroll again; they and the owner are emailed), `unblock_two_factor`,
+/// `forget` (removed if not yet, then crypto-shredded: their data key is destroyed, so
+/// their email, names and phone numbers are unreadable everywhere; the history keeps that
+/// things happened; a removed member can be forgotten too).
 #[utoipa::path(post, path = "/v2/organizations/users/{id}/actions/{action}", tag = "Members",
-    params(("action" = String, Path, description = "remove | disable | enable | reset_two_factor | unblock_two_factor")),
+    params(("action" = String, Path, description = "remove | disable | enable | reset_two_factor | unblock_two_factor | forget")),
     responses((status = 200, description = "The member"),
               (status = 403, description = "The target is the owner"),
               (status = 404, description = "No such member or action")),
@@ -719,13 +722,38 @@ pub async fn member_action(
     meta: RequestMeta,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<Value>> {
-    let row = member_row(&state, &principal, &id).await?;
+    let row = if action == "forget" {
+        // A member removed earlier can still be forgotten.
+        let id = path_id(&id)?;
+        users::get(&state.db.pool, &id.to_string())
+            .await?
+            .filter(|u| u.organization_id == principal.organization_id.to_string())
+            .ok_or_else(ApiError::not_found)?
+    } else {
+        member_row(&state, &principal, &id).await?
+    };
     let user_id = path_id(&row.user_id)?;
     let caller = principal.caller();
     let meta = meta.by(&principal);
     let members = &state.members;
     let position = match action.as_str() {
         "remove" => members.remove_member(caller, user_id, &meta).await?,
+        "forget" => {
+            // What the read model shows of them now, to find saved answers holding it.
+            let shown: Vec<String> = [
+                &row.email,
+                &row.first_name,
+                &row.last_name,
+                &row.phone_number,
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+            let position = members.forget_member(caller, user_id, &meta).await?;
+            super::idempotency::forget_saved_answers(&state, &shown).await?;
+            position
+        }
         "disable" => members.disable_member(caller, user_id, &meta).await?,
         "enable" => members.enable_member(caller, user_id, &meta).await?,
         "reset_two_factor" => members.reset_two_factor(caller, user_id, &meta).await?,

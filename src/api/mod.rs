@@ -53,7 +53,7 @@ use crate::app::AppState;
         members::accept_invitation, members::list_members, members::groups_report, members::get_member,
         members::set_member_groups, members::member_action,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
-        audit::events, audit::state_as_of, audit::verify,
+        audit::events, audit::state_as_of, audit::verify, audit::audit_events,
         verify_profiles::create_profile, verify_profiles::list_profiles, verify_profiles::get_profile,
         verify_profiles::update_profile, verify_profiles::delete_profile, verify_profiles::list_templates,
         verify_profiles::create_template, verify_profiles::update_template,

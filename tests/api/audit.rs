@@ -161,3 +161,244 @@ async fn verify_over_http_names_the_tampered_version() {
         assert_eq!(r.data()["first_broken_version"], 2);
     }
 }
+
+/// The entries of `GET /v2/audit_events?{query}` as `token`.
+async fn audit_events(app: &TestApp, token: &str, query: &str) -> crate::helpers::Reply {
+    let r = app.get(&format!("/v2/audit_events?{query}"), token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r
+}
+
+fn change<'a>(entry: &'a serde_json::Value, field: &str) -> &'a serde_json::Value {
+    entry["changes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["field"] == field))
+        .unwrap_or_else(|| panic!("no change of {field} in {entry}"))
+}
+
+#[tokio::test]
+async fn audit_events_show_who_changed_what_from_what_to_what_with_secrets_redacted() {
+    let (app, sink) = spawn_app_with_sink(Backend::Sqlite).await;
+    let (_, token) = app.owner().await;
+    let me = app.get("/v2/users/me", &token).await;
+    let user_id = me.data()["id"].as_str().unwrap().to_owned();
+    let org_id = app.get("/v2/organization", &token).await.data()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = app.clock.now();
+
+    for name in ["Engines Ltd", "Difference Engines plc"] {
+        app.clock.advance(Duration::seconds(10));
+        let r = app
+            .request(
+                Method::PATCH,
+                "/v2/organization",
+                Some(&token),
+                Some(json!({ "company_name": name })),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    app.clock.advance(Duration::seconds(10));
+    let middle = app.clock.now();
+    let group = crate::members::group(&app, &token, "Auditors", &["audit:read"]).await;
+    let r = app
+        .request(
+            Method::PATCH,
+            &format!("/v2/organization/permission_groups/{group}"),
+            Some(&token),
+            Some(json!({ "permissions": ["audit:read", "users:read"] })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    app.clock.advance(Duration::seconds(10));
+    let (secret, _) = enable_totp(&app, &token).await;
+    let code = otp::totp_at(&secret, otp::totp_step(app.clock.now()));
+    let r = app
+        .post(
+            "/v2/users/me/two_factor/enrollments",
+            Some(&token),
+            json!({ "method": "sms", "phone_number": PHONE, "current_code": code }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.data()["enrollment_id"].as_str().unwrap().to_owned();
+    let r = app
+        .post(
+            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
+            Some(&token),
+            json!({ "code": sink.last_code() }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A member who reads the log with an API key of theirs.
+    let keys = crate::members::group(&app, &token, "Keys", &["api_keys:manage"]).await;
+    let (member_id, _, member_token) =
+        crate::members::sub_user(&app, &sink, &token, &[&group, &keys]).await;
+    let r = app
+        .post(
+            "/v2/api_keys",
+            Some(&member_token),
+            json!({ "name": "audits" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let member_key = r.data()["secret"].as_str().unwrap().to_owned();
+    let r = app
+        .post(
+            "/v2/api_keys",
+            Some(&member_key),
+            json!({ "name": "made with a key" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let all = audit_events(&app, &member_key, "sort=created_at&page[size]=250").await;
+    let entries = all.data().as_array().unwrap().clone();
+    assert_eq!(all.body["meta"]["total_results"], entries.len());
+    for e in &entries {
+        assert_eq!(e["record_type"], "audit_event");
+        assert_eq!(e["organization_id"], org_id.as_str());
+        assert!(e["id"].is_string() && e["created_at"].is_string());
+    }
+    let created: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["created_at"].as_str())
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] <= w[1]), "ascending");
+    let of = |t: &'static str| entries.iter().filter(move |e| e["change_type"] == t);
+
+    // Organization name: real before and after values, by the owner.
+    let renames: Vec<_> = of("organization.updated").collect();
+    assert_eq!(renames.len(), 2);
+    assert_eq!(
+        change(renames[0], "company_name")["from"],
+        "Analytical Engines"
+    );
+    assert_eq!(change(renames[0], "company_name")["to"], "Engines Ltd");
+    assert_eq!(change(renames[1], "company_name")["from"], "Engines Ltd");
+    assert_eq!(
+        change(renames[1], "company_name")["to"],
+        "Difference Engines plc"
+    );
+    assert_eq!(renames[1]["change_made_by"], "account_owner");
+    assert_eq!(renames[1]["user_id"], user_id.as_str());
+    assert_eq!(renames[1]["resource_id"], org_id.as_str());
+    assert_eq!(
+        renames[1]["alternate_resource_id"],
+        format!("organization-{org_id}")
+    );
+    // Permission group permissions.
+    let updated = of("organization.permission_group_updated").next().unwrap();
+    assert_eq!(updated["resource_id"], group.as_str());
+    assert_eq!(
+        change(updated, "permissions")["from"],
+        json!(["audit:read"])
+    );
+    assert_eq!(
+        change(updated, "permissions")["to"],
+        json!(["users:read", "audit:read"])
+    );
+    // Two-factor method: totp, then sms.
+    let enabled: Vec<_> = of("user.two_factor_enabled").collect();
+    assert_eq!(change(enabled[0], "two_factor.method")["to"], "totp");
+    let changed = of("user.two_factor_method_changed").next().unwrap();
+    assert_eq!(change(changed, "two_factor.method")["from"], "totp");
+    assert_eq!(change(changed, "two_factor.method")["to"], "sms");
+    assert_eq!(changed["resource_id"], user_id.as_str());
+    // Secrets and sealed values are redacted, never ciphertext, digests or the phone.
+    let registered = of("user.registered").next().unwrap();
+    assert_eq!(change(registered, "email")["to"], "[REDACTED]");
+    assert_eq!(change(registered, "password_hash")["to"], "[REDACTED]");
+    assert_eq!(
+        change(enabled[0], "two_factor.backup_codes")["to"],
+        "[REDACTED]"
+    );
+    let started = of("user.session_started").next().unwrap();
+    assert_eq!(change(started, "session.token_digest")["to"], "[REDACTED]");
+    let enrolling = of("user.two_factor_enrollment_started")
+        .next_back()
+        .unwrap();
+    assert_eq!(
+        change(enrolling, "two_factor_enrollment.phone_number")["to"],
+        "[REDACTED]"
+    );
+    assert!(!all.text.contains("ciphertext") && !all.text.contains("3035550147"));
+    // A member's change through their API key is theirs.
+    let by_key = entries
+        .iter()
+        .rev()
+        .find(|e| e["change_type"] == "user.api_key_created")
+        .unwrap();
+    assert_eq!(by_key["user_id"], member_id.as_str());
+    assert_eq!(by_key["change_made_by"], "organization_member");
+
+    // Filters, newest first by default, paging.
+    let after = middle.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let before =
+        (middle + Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let r = audit_events(
+        &app,
+        &token,
+        &format!("filter[created_before]={}", after.replace('+', "%2B")),
+    )
+    .await;
+    let early = r.data().as_array().unwrap();
+    assert!(!early.is_empty());
+    assert!(early
+        .iter()
+        .all(|e| e["created_at"].as_str().unwrap() < after.as_str()));
+    assert!(early
+        .iter()
+        .any(|e| e["change_type"] == "organization.updated"));
+    assert!(!early
+        .iter()
+        .any(|e| e["change_type"] == "user.two_factor_enabled"));
+    let start = start.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let r = audit_events(
+        &app,
+        &token,
+        &format!("filter[created_after]={start}&filter[created_before]={before}"),
+    )
+    .await;
+    let window = r.data().as_array().unwrap();
+    assert!(window.iter().all(|e| {
+        let t = e["created_at"].as_str().unwrap();
+        t > start.as_str() && t < before.as_str()
+    }));
+    assert_eq!(
+        window
+            .iter()
+            .filter(|e| e["change_type"] == "organization.updated")
+            .count(),
+        2
+    );
+    assert!(!window.iter().any(|e| e["change_type"] == "user.registered"));
+    let desc = audit_events(&app, &token, "page[size]=3").await;
+    assert_eq!(desc.data().as_array().unwrap().len(), 3);
+    assert_eq!(desc.data()[0]["id"], entries.last().unwrap()["id"]);
+    assert_eq!(desc.body["meta"]["total_pages"], entries.len().div_ceil(3));
+    let page2 = audit_events(&app, &token, "sort=created_at&page[size]=3&page[number]=2").await;
+    assert_eq!(page2.data()[0]["id"], entries[3]["id"]);
+    assert_eq!(page2.body["meta"]["page_number"], 2);
+
+    // Bad input is refused; another organization sees none of it.
+    for bad in [
+        "sort=name",
+        "filter[created_after]=yesterday",
+        "page[size]=0",
+    ] {
+        let r = app.get(&format!("/v2/audit_events?{bad}"), &token).await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.text);
+    }
+    let (_, other) = app.owner().await;
+    let theirs = audit_events(&app, &other, "page[size]=250").await;
+    assert!(theirs
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["organization_id"] != org_id.as_str()));
+    assert!(!theirs.data().as_array().unwrap().is_empty());
+}

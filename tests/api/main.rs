@@ -7,6 +7,7 @@ mod accounts;
 mod audit;
 mod binary;
 mod broadcast;
+mod forget;
 mod hardening;
 mod idempotency;
 mod members;

@@ -463,6 +463,15 @@ fn rows() -> Vec<Row> {
             empty,
         ),
         r(
+            Method::POST,
+            "/v2/organizations/users/{id}/actions/forget",
+            F::Member,
+            "users:manage",
+            200,
+            404,
+            empty,
+        ),
+        r(
             Method::GET,
             "/v2/api_keys",
             F::None,
@@ -650,6 +659,15 @@ fn rows() -> Vec<Row> {
             202,
             404,
             empty,
+        ),
+        r(
+            Method::GET,
+            "/v2/audit_events",
+            F::None,
+            "audit:read",
+            200,
+            200,
+            none,
         ),
         r(
             Method::GET,

@@ -93,7 +93,13 @@ async fn an_owner_recovers_with_the_passphrase_and_an_email_code() {
         .expect("the reset is an event");
     assert_eq!(reset.payload["reason"], "lost_device");
     assert_eq!(reset.metadata.actor.as_deref(), Some("anonymous"));
-    assert!(reset.metadata.ip.is_some());
+    // The client's address is recorded, sealed for the person (never in plaintext).
+    assert!(reset.metadata.ip.is_none());
+    assert!(reset
+        .metadata
+        .client
+        .as_ref()
+        .is_some_and(|c| c.key_id.starts_with("user-")));
 
     // The challenge is spent; the next sign-in must enroll again.
     let r = app
