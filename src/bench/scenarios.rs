@@ -113,20 +113,44 @@ async fn verify_load(
     api: &Api,
     receivers: &Receivers,
     token: &str,
-    profile: &str,
+    profiles: &[String],
     salt: usize,
     workers: usize,
     phase: Duration,
     mode: Mode,
 ) -> Stats {
     let (api, receivers) = (api.clone(), receivers.clone());
-    let (token, profile) = (token.to_owned(), profile.to_owned());
+    let token = token.to_owned();
+    let profiles: Arc<Vec<String>> = Arc::new(profiles.to_vec());
     load::run(workers, phase, mode, move |w, i| {
         let (api, receivers) = (api.clone(), receivers.clone());
-        let (token, profile) = (token.clone(), profile.clone());
+        let token = token.clone();
+        let profile = profiles
+            .get(w % profiles.len().max(1))
+            .cloned()
+            .unwrap_or_default();
         async move { send_and_check(&api, &receivers, &token, &profile, phone(salt, w, i)).await }
     })
     .await
+}
+
+/// `count` Verify profiles of one organization (each send reserves on its profile's
+/// stream, so one profile per connection keeps the connections off each other's streams).
+async fn profiles(
+    api: &Api,
+    token: &str,
+    count: usize,
+    webhook_url: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        ids.push(
+            api.verify_profile(token, webhook_url)
+                .await
+                .map_err(|e| anyhow!(e))?,
+        );
+    }
+    Ok(ids)
 }
 
 /// Plain single-row INSERTs (autocommit, so one fsync each) into a table shaped like the
@@ -326,24 +350,46 @@ async fn postgres_main_on(
         owners.push(api.owner(&i.to_string()).await.map_err(|e| anyhow!(e))?);
     }
     let token = owners.first().map(|(_, t)| t.clone()).context("no owner")?;
-    let profile = api
-        .verify_profile(&token, None)
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let own_profiles = profiles(api, &token, n, None).await?;
 
     eprintln!("postgres: INSERT baseline");
     let inserts = insert_baseline(pool, n, phase).await?;
-    eprintln!("postgres: SendVerification + check");
-    let verify = verify_load(api, receivers, &token, &profile, 0, n, phase, Mode::Closed).await;
+    eprintln!("postgres: SendVerification + check, one profile per connection");
+    let verify = verify_load(
+        api,
+        receivers,
+        &token,
+        &own_profiles,
+        0,
+        n,
+        phase,
+        Mode::Closed,
+    )
+    .await;
     check_errors("SendVerification", &verify)?;
     rows.push(throughput_row(
-        &format!("Postgres SendVerification + check, {n} conns (commands)"),
+        &format!("Postgres SendVerification + check, {n} conns, a profile each (commands)"),
         &verify,
         "cmd",
         &inserts,
         "single-row INSERTs",
         0.5,
     ));
+    eprintln!("postgres: SendVerification + check, all on one profile");
+    let shared = own_profiles.get(..1).unwrap_or_default();
+    let hot = verify_load(api, receivers, &token, shared, 3, n, phase, Mode::Closed).await;
+    check_errors("SendVerification (one profile)", &hot)?;
+    let mut hot_row = throughput_row(
+        &format!("Postgres SendVerification + check, {n} conns, ONE shared profile (commands)"),
+        &hot,
+        "cmd",
+        &inserts,
+        "single-row INSERTs",
+        0.5,
+    );
+    hot_row.target = "info: one profile stream".into();
+    hot_row.pass = None;
+    rows.push(hot_row);
 
     eprintln!("postgres: GET /healthz vs GET /v2/users/me");
     let a = api.clone();
@@ -399,10 +445,7 @@ async fn postgres_main_on(
     let op_rate = verify.rate() / 2.0; // two commands per round
     let half = (op_rate / 2.0).max(1.0);
     eprintln!("postgres: append -> NATS / webhook latency at {half:.0} rounds/s");
-    let hook_profile = api
-        .verify_profile(&token, Some(&receivers.webhook_url))
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let hook_profiles = profiles(api, &token, n, Some(&receivers.webhook_url)).await?;
     wait_caught_up(api, pool, !args.no_nats, Duration::from_secs(120)).await?;
     let nats_latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let recording = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -433,7 +476,7 @@ async fn postgres_main_on(
         api,
         receivers,
         &token,
-        &hook_profile,
+        &hook_profiles,
         1,
         n,
         phase,
@@ -734,16 +777,13 @@ pub async fn sqlite(
     let result = async {
         let api = Api::new(&srv.base, n)?;
         let (_, token) = api.owner("sqlite").await.map_err(|e| anyhow!(e))?;
-        let profile = api
-            .verify_profile(&token, None)
-            .await
-            .map_err(|e| anyhow!(e))?;
+        let own_profiles = profiles(&api, &token, n, None).await?;
         eprintln!("sqlite: SendVerification + check");
         let stats = verify_load(
             &api,
             receivers,
             &token,
-            &profile,
+            &own_profiles,
             2,
             n,
             args.phase(),
@@ -752,7 +792,9 @@ pub async fn sqlite(
         .await;
         check_errors("SQLite SendVerification", &stats)?;
         Ok::<_, anyhow::Error>(Row {
-            scenario: format!("SQLite SendVerification + check, {n} conns (commands)"),
+            scenario: format!(
+                "SQLite SendVerification + check, {n} conns, a profile each (commands)"
+            ),
             throughput: per_sec(stats.rate(), "cmd"),
             p50: ms(stats.quantile(0.5)),
             p99: ms(stats.quantile(0.99)),
