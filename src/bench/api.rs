@@ -95,7 +95,8 @@ impl Api {
                 201,
             )
             .await?;
-        r["data"]["token"]
+        r.pointer("/data/token")
+            .unwrap_or(&serde_json::Value::Null)
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| "sign-in answered without a token".to_owned())
@@ -117,7 +118,8 @@ impl Api {
         let r = self
             .post("/v2/verify_profiles", Some(token), body, 200)
             .await?;
-        r["data"]["id"]
+        r.pointer("/data/id")
+            .unwrap_or(&serde_json::Value::Null)
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| "profile answered without an id".to_owned())
@@ -127,8 +129,14 @@ impl Api {
     pub async fn positions(&self) -> Result<(i64, i64), String> {
         let r = self.get("/readyz", None).await?;
         Ok((
-            r["projected_position"].as_i64().unwrap_or(0),
-            r["relayed_position"].as_i64().unwrap_or(0),
+            r.pointer("/projected_position")
+                .unwrap_or(&serde_json::Value::Null)
+                .as_i64()
+                .unwrap_or(0),
+            r.pointer("/relayed_position")
+                .unwrap_or(&serde_json::Value::Null)
+                .as_i64()
+                .unwrap_or(0),
         ))
     }
 }

@@ -37,8 +37,14 @@ impl Receivers {
                 axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
                     let sink = Arc::clone(&sink);
                     async move {
-                        if let (Some(to), Some(code)) = (body["to"].as_str(), body["code"].as_str())
-                        {
+                        if let (Some(to), Some(code)) = (
+                            body.pointer("/to")
+                                .unwrap_or(&serde_json::Value::Null)
+                                .as_str(),
+                            body.pointer("/code")
+                                .unwrap_or(&serde_json::Value::Null)
+                                .as_str(),
+                        ) {
                             lock(&sink).codes.insert(to.to_owned(), code.to_owned());
                         }
                         StatusCode::NO_CONTENT
@@ -103,7 +109,14 @@ fn record_delivery(shared: &Mutex<Shared>, body: &str) {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
         return;
     };
-    let (Some(id), Some(at)) = (v["data"]["id"].as_str(), v["data"]["occurred_at"].as_str()) else {
+    let (Some(id), Some(at)) = (
+        v.pointer("/data/id")
+            .unwrap_or(&serde_json::Value::Null)
+            .as_str(),
+        v.pointer("/data/occurred_at")
+            .unwrap_or(&serde_json::Value::Null)
+            .as_str(),
+    ) else {
         return;
     };
     let Some(latency) = since(at) else {
