@@ -49,6 +49,9 @@ pub enum Command {
         #[command(flatten)]
         storage: StorageSettings,
     },
+    /// Benchmark: start `warden serve` on fresh databases, load it over loopback HTTP and
+    /// print throughput, latency and peak RSS against baselines measured in the same run.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +187,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             eprintln!("{written} events exported");
             Ok(0)
+        }
+        Command::Bench(args) => {
+            crate::telemetry::init_for_tool();
+            crate::bench::run(*args).await
         }
         Command::Replay {
             stream,

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;

@@ -4,6 +4,7 @@
 
 mod append;
 mod errors;
+mod group;
 mod idempotency;
 mod rows;
 
@@ -36,6 +37,7 @@ impl PostgresEventStore {
             core: SqlEventStore {
                 pool,
                 backend: Backend::Postgres,
+                group: Some(Arc::default()),
             },
         }
     }
@@ -54,6 +56,7 @@ impl SqliteEventStore {
             core: SqlEventStore {
                 pool,
                 backend: Backend::Sqlite,
+                group: None,
             },
         }
     }
@@ -73,6 +76,8 @@ pub fn open_store(db: &Database) -> Arc<dyn EventStore> {
 struct SqlEventStore {
     pool: AnyPool,
     backend: Backend,
+    /// Postgres: concurrent appends share one transaction (see `group`).
+    group: Option<Arc<group::GroupCommit>>,
 }
 
 /// The advisory lock key that serializes position assignment on Postgres ("WARDEN" + 1).

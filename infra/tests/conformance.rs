@@ -166,6 +166,7 @@ conformance!(
     a_taken_over_idempotency_record_is_lost_to_its_old_owner,
     read_all_pages_in_global_order_and_head_follows,
     an_append_waits_for_a_slower_writer_holding_the_append_lock,
+    appends_queued_together_each_get_their_own_result,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1241,4 +1242,90 @@ async fn an_append_waits_for_a_slower_writer_holding_the_append_lock(t: &TestDb)
             (3, "b".to_owned())
         ]
     );
+}
+
+/// Appends that queue up together (on Postgres they commit as one group) still succeed or
+/// fail one by one: a version conflict or a taken claim fails only its own request, which
+/// writes nothing, and positions stay gapless.
+async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
+    let store = t.store.clone();
+    // Hold writers back so the appends below pile up behind one another.
+    let begin = match t.db.backend {
+        Backend::Postgres => "BEGIN ISOLATION LEVEL READ COMMITTED",
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+    };
+    let mut slow = t.db.pool.begin_with(begin).await.unwrap();
+    if t.db.backend == Backend::Postgres {
+        sqlx::query("SELECT CAST(1 AS BIGINT) FROM pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK_KEY)
+            .execute(&mut *slow)
+            .await
+            .unwrap();
+    }
+    let spawn = |req: AppendRequest| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(req).await })
+    };
+    let first = spawn(request(vec![stream("warm", 0, events(1, 1))]));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let goods: Vec<_> = (0..10)
+        .map(|i| spawn(request(vec![stream(&format!("good-{i}"), 0, events(1, 2))])))
+        .collect();
+    let twins: Vec<_> = (0..2)
+        .map(|_| spawn(request(vec![stream("twin", 0, events(1, 1))])))
+        .collect();
+    let claimers: Vec<_> = (0..2)
+        .map(|i| {
+            let owner = format!("claimer-{i}");
+            let mut req = request(vec![stream(&owner, 0, events(1, 1))]);
+            req.claims = vec![claim("shared-key", &owner)];
+            spawn(req)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow.commit().await.unwrap();
+
+    assert_eq!(first.await.unwrap().unwrap().events.len(), 1);
+    for g in goods {
+        assert_eq!(g.await.unwrap().unwrap().events.len(), 2);
+    }
+    let mut twin_ok = 0;
+    for tw in twins {
+        match tw.await.unwrap() {
+            Ok(_) => twin_ok += 1,
+            Err(StoreError::VersionConflict {
+                stream_id,
+                expected,
+                actual,
+            }) => {
+                assert_eq!((stream_id.as_str(), expected, actual), ("twin", 0, 1));
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(twin_ok, 1, "exactly one of two same-version appends wins");
+    let mut claim_ok = Vec::new();
+    for (i, c) in claimers.into_iter().enumerate() {
+        match c.await.unwrap() {
+            Ok(_) => claim_ok.push(i),
+            Err(StoreError::ClaimTaken { key }) => assert_eq!(key, "shared-key"),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(claim_ok.len(), 1, "exactly one claimer wins");
+    let winner = format!("claimer-{}", claim_ok[0]);
+    let loser = format!("claimer-{}", 1 - claim_ok[0]);
+    assert_stream_is_empty(store.as_ref(), &loser).await;
+    assert_eq!(store.claim_owner("shared-key").await.unwrap(), Some(winner));
+
+    let total = 1 + 10 * 2 + 1 + 1;
+    assert_eq!(store.head_position().await.unwrap(), total);
+    let all = store.read_all(0, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.global_position).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    for e in &all {
+        assert!(store.verify_stream(&e.stream_id).await.unwrap().valid);
+    }
 }

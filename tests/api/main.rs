@@ -5,6 +5,7 @@ mod helpers;
 
 mod accounts;
 mod audit;
+mod bench;
 mod binary;
 mod broadcast;
 mod forget;

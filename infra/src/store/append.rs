@@ -20,7 +20,7 @@ const INSERT_CHUNK: usize = 40;
 const EVENT_PARAMS: usize = 12;
 
 /// Why an append stopped inside its transaction.
-enum Failure {
+pub(super) enum Failure {
     Store(StoreError),
     /// A concurrent writer took one of our versions between the check and the insert; the
     /// actual version is read after the rollback.
@@ -43,15 +43,34 @@ struct Pending {
     payload: serde_json::Value,
 }
 
+/// A request's events, version-checked and hashed, waiting for their positions.
+pub(super) struct Prepared<'r> {
+    streams: Vec<(&'r StreamAppend, Vec<Pending>)>,
+    /// The streams' heads after this request (for a later request in the same batch).
+    heads: HashMap<String, (i64, String)>,
+}
+
+impl Prepared<'_> {
+    pub(super) fn has_events(&self) -> bool {
+        self.streams.iter().any(|(_, pending)| !pending.is_empty())
+    }
+}
+
 impl SqlEventStore {
     pub(super) async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let metadata_text = serde_json::to_string(&request.metadata)
-            .map_err(|e| StoreError::Backend(format!("metadata not serializable: {e}")))?;
-        let recorded_at_text = format_time(request.recorded_at);
+        match self.group_sender() {
+            Some(sender) => super::group::submit(self, &sender, request).await,
+            None => self.append_alone(request).await,
+        }
+    }
+
+    /// One append in its own transaction.
+    pub(super) async fn append_alone(
+        &self,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        let result = self
-            .append_in(&mut tx, &request, &metadata_text, &recorded_at_text)
-            .await;
+        let result = self.append_in(&mut tx, &request).await;
         match result {
             Ok(outcome) => {
                 tx.commit().await.map_err(db_error)?;
@@ -62,20 +81,25 @@ impl SqlEventStore {
                     // The connection is closed rather than reused when a rollback fails.
                     tracing::warn!(error = %db_error(e), "append rollback failed");
                 }
-                match failure {
-                    Failure::Store(e) => Err(e),
-                    Failure::Raced {
-                        stream_id,
-                        expected,
-                    } => {
-                        let actual = self.current_version(&stream_id).await?;
-                        Err(StoreError::VersionConflict {
-                            stream_id,
-                            expected,
-                            actual,
-                        })
-                    }
-                }
+                self.settle(failure).await
+            }
+        }
+    }
+
+    /// The error a failed append reports (a lost race reads the actual version).
+    pub(super) async fn settle(&self, failure: Failure) -> Result<AppendOutcome, StoreError> {
+        match failure {
+            Failure::Store(e) => Err(e),
+            Failure::Raced {
+                stream_id,
+                expected,
+            } => {
+                let actual = self.current_version(&stream_id).await?;
+                Err(StoreError::VersionConflict {
+                    stream_id,
+                    expected,
+                    actual,
+                })
             }
         }
     }
@@ -84,83 +108,9 @@ impl SqlEventStore {
         &self,
         tx: &mut Transaction<'static, Any>,
         request: &AppendRequest,
-        metadata_text: &str,
-        recorded_at_text: &str,
     ) -> Result<AppendOutcome, Failure> {
-        let claimed_at = format_time(request.recorded_at);
-        release_claims(tx, request).await?;
-        take_claims(tx, request, &claimed_at).await?;
-        if let Some(lease) = &request.idempotency {
-            // Only the record's current owner commits, and only once its record is not
-            // finished: a request whose record was taken over (or committed by another
-            // owner) fails here and writes nothing. The row lock this takes is held to the
-            // end, so a concurrent takeover waits and then sees `committed`.
-            let marked = sqlx::query(
-                "UPDATE idempotency_keys SET state = 'committed' \
-                 WHERE scope = $1 AND key = $2 AND owner_token = $3 \
-                   AND state IN ('in_flight', 'committed')",
-            )
-            .bind(lease.key.scope.as_str())
-            .bind(lease.key.key.as_str())
-            .bind(lease.owner.as_str())
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-            if marked == 0 {
-                return Err(Failure::Store(StoreError::IdempotencyLeaseLost));
-            }
-        }
-
-        // Version checks and the hash chain, before the lock. A stream named twice in one
-        // request continues from its first part.
-        let mut heads: HashMap<&str, (i64, String)> = HashMap::new();
-        let mut batches: Vec<(&StreamAppend, Vec<Pending>)> =
-            Vec::with_capacity(request.streams.len());
-        for stream in &request.streams {
-            let (current, mut prev_hash) = match heads.get(stream.stream_id.as_str()) {
-                Some(head) => head.clone(),
-                None => stream_head(tx, &stream.stream_id).await?,
-            };
-            if current != stream.expected_version {
-                return Err(Failure::Store(StoreError::VersionConflict {
-                    stream_id: stream.stream_id.clone(),
-                    expected: stream.expected_version,
-                    actual: current,
-                }));
-            }
-            let mut pending = Vec::with_capacity(stream.events.len());
-            let mut version = current;
-            for event in &stream.events {
-                version += 1;
-                let payload = serde_json::to_string(&event.payload)
-                    .map_err(|e| StoreError::Backend(format!("payload not serializable: {e}")))?;
-                let mut raw = RawEvent {
-                    event_id: event.event_id.to_string(),
-                    stream_id: stream.stream_id.clone(),
-                    stream_type: stream.stream_type.clone(),
-                    version,
-                    event_type: event.event_type.clone(),
-                    schema_version: event.schema_version,
-                    recorded_at: recorded_at_text.to_owned(),
-                    payload,
-                    metadata: metadata_text.to_owned(),
-                    prev_hash: prev_hash.clone(),
-                    hash: String::new(),
-                };
-                raw.hash = compute_hash(&prev_hash, &raw);
-                prev_hash = raw.hash.clone();
-                pending.push(Pending {
-                    raw,
-                    event_id: event.event_id,
-                    payload: event.payload.clone(),
-                });
-            }
-            heads.insert(stream.stream_id.as_str(), (version, prev_hash));
-            batches.push((stream, pending));
-        }
-
-        if batches.iter().all(|(_, pending)| pending.is_empty()) {
+        let prepared = prepare(tx, request, &HashMap::new()).await?;
+        if !prepared.has_events() {
             // Claims only: no position to assign, so no lock to take.
             let head = head_in(tx).await?;
             return Ok(AppendOutcome {
@@ -168,42 +118,9 @@ impl SqlEventStore {
                 last_position: head,
             });
         }
-
         self.take_append_lock(tx).await?;
         let mut position = head_in(tx).await?;
-        let recorded_at = parse_time(recorded_at_text)
-            .ok_or_else(|| StoreError::Backend("recorded_at cannot be formatted".into()))?;
-        let mut events = Vec::new();
-        for (stream, pending) in batches {
-            for chunk in pending.chunks(INSERT_CHUNK) {
-                let first = position + 1;
-                position += chunk.len() as i64;
-                insert_events(tx, chunk, first).await.map_err(|e| match e {
-                    e if is_unique_violation(&e) && violates_stream_version(&e) => Failure::Raced {
-                        stream_id: stream.stream_id.clone(),
-                        expected: stream.expected_version,
-                    },
-                    e => Failure::Store(db_error(e)),
-                })?;
-            }
-            let first = position - pending.len() as i64 + 1;
-            for (global_position, p) in (first..).zip(pending) {
-                events.push(RecordedEvent {
-                    event_id: p.event_id,
-                    stream_id: p.raw.stream_id,
-                    stream_type: p.raw.stream_type,
-                    version: p.raw.version,
-                    global_position,
-                    event_type: p.raw.event_type,
-                    schema_version: p.raw.schema_version,
-                    recorded_at,
-                    payload: p.payload,
-                    metadata: request.metadata.clone(),
-                    prev_hash: p.raw.prev_hash,
-                    hash: p.raw.hash,
-                });
-            }
-        }
+        let events = insert_prepared(tx, request, prepared, &mut position, INSERT_CHUNK).await?;
         Ok(AppendOutcome {
             events,
             last_position: position,
@@ -219,6 +136,142 @@ impl SqlEventStore {
             .and_then(|row| row.try_get::<i64, _>("version"))
             .map_err(db_error)
     }
+}
+
+/// Everything of an append that may conflict, before the lock: claim releases and takes,
+/// the idempotency mark, the expected-version checks, then the hash chain. `known` holds
+/// the heads left by earlier requests of the same (uncommitted) batch.
+pub(super) async fn prepare<'r>(
+    tx: &mut Transaction<'static, Any>,
+    request: &'r AppendRequest,
+    known: &HashMap<String, (i64, String)>,
+) -> Result<Prepared<'r>, Failure> {
+    let metadata_text = serde_json::to_string(&request.metadata)
+        .map_err(|e| StoreError::Backend(format!("metadata not serializable: {e}")))?;
+    let recorded_at_text = format_time(request.recorded_at);
+    release_claims(tx, request).await?;
+    take_claims(tx, request, &recorded_at_text).await?;
+    if let Some(lease) = &request.idempotency {
+        // Only the record's current owner commits, and only once its record is not
+        // finished: a request whose record was taken over (or committed by another
+        // owner) fails here and writes nothing. The row lock this takes is held to the
+        // end, so a concurrent takeover waits and then sees `committed`.
+        let marked = sqlx::query(
+            "UPDATE idempotency_keys SET state = 'committed' \
+             WHERE scope = $1 AND key = $2 AND owner_token = $3 \
+               AND state IN ('in_flight', 'committed')",
+        )
+        .bind(lease.key.scope.as_str())
+        .bind(lease.key.key.as_str())
+        .bind(lease.owner.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if marked == 0 {
+            return Err(Failure::Store(StoreError::IdempotencyLeaseLost));
+        }
+    }
+
+    // Version checks and the hash chain. A stream named twice in one request continues
+    // from its first part.
+    let mut heads: HashMap<String, (i64, String)> = HashMap::new();
+    let mut streams: Vec<(&StreamAppend, Vec<Pending>)> = Vec::with_capacity(request.streams.len());
+    for stream in &request.streams {
+        let id = stream.stream_id.as_str();
+        let (current, mut prev_hash) = match heads.get(id).or_else(|| known.get(id)) {
+            Some(head) => head.clone(),
+            None => stream_head(tx, id).await?,
+        };
+        if current != stream.expected_version {
+            return Err(Failure::Store(StoreError::VersionConflict {
+                stream_id: stream.stream_id.clone(),
+                expected: stream.expected_version,
+                actual: current,
+            }));
+        }
+        let mut pending = Vec::with_capacity(stream.events.len());
+        let mut version = current;
+        for event in &stream.events {
+            version += 1;
+            let payload = serde_json::to_string(&event.payload)
+                .map_err(|e| StoreError::Backend(format!("payload not serializable: {e}")))?;
+            let mut raw = RawEvent {
+                event_id: event.event_id.to_string(),
+                stream_id: stream.stream_id.clone(),
+                stream_type: stream.stream_type.clone(),
+                version,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                recorded_at: recorded_at_text.clone(),
+                payload,
+                metadata: metadata_text.clone(),
+                prev_hash: prev_hash.clone(),
+                hash: String::new(),
+            };
+            raw.hash = compute_hash(&prev_hash, &raw);
+            prev_hash = raw.hash.clone();
+            pending.push(Pending {
+                raw,
+                event_id: event.event_id,
+                payload: event.payload.clone(),
+            });
+        }
+        heads.insert(stream.stream_id.clone(), (version, prev_hash));
+        streams.push((stream, pending));
+    }
+    Ok(Prepared { streams, heads })
+}
+
+impl Prepared<'_> {
+    pub(super) fn heads(&self) -> &HashMap<String, (i64, String)> {
+        &self.heads
+    }
+}
+
+/// Inserts a prepared request's events at `position + 1`, … (under the append lock) and
+/// returns them as recorded; `position` ends at the last one.
+pub(super) async fn insert_prepared(
+    tx: &mut Transaction<'static, Any>,
+    request: &AppendRequest,
+    prepared: Prepared<'_>,
+    position: &mut i64,
+    chunk_rows: usize,
+) -> Result<Vec<RecordedEvent>, Failure> {
+    let recorded_at = parse_time(&format_time(request.recorded_at))
+        .ok_or_else(|| StoreError::Backend("recorded_at cannot be formatted".into()))?;
+    let mut events = Vec::new();
+    for (stream, pending) in prepared.streams {
+        for chunk in pending.chunks(chunk_rows.max(1)) {
+            let first = *position + 1;
+            *position += chunk.len() as i64;
+            insert_events(tx, chunk, first).await.map_err(|e| match e {
+                e if is_unique_violation(&e) && violates_stream_version(&e) => Failure::Raced {
+                    stream_id: stream.stream_id.clone(),
+                    expected: stream.expected_version,
+                },
+                e => Failure::Store(db_error(e)),
+            })?;
+        }
+        let first = *position - pending.len() as i64 + 1;
+        for (global_position, p) in (first..).zip(pending) {
+            events.push(RecordedEvent {
+                event_id: p.event_id,
+                stream_id: p.raw.stream_id,
+                stream_type: p.raw.stream_type,
+                version: p.raw.version,
+                global_position,
+                event_type: p.raw.event_type,
+                schema_version: p.raw.schema_version,
+                recorded_at,
+                payload: p.payload,
+                metadata: request.metadata.clone(),
+                prev_hash: p.raw.prev_hash,
+                hash: p.raw.hash,
+            });
+        }
+    }
+    Ok(events)
 }
 
 /// Gives up the released keys that belong to a stream of this request.
@@ -344,7 +397,7 @@ async fn stream_head(
 }
 
 /// The highest committed position, as this transaction sees it.
-async fn head_in(tx: &mut Transaction<'static, Any>) -> Result<i64, Failure> {
+pub(super) async fn head_in(tx: &mut Transaction<'static, Any>) -> Result<i64, Failure> {
     let head = sqlx::query("SELECT COALESCE(MAX(global_position), 0) AS head FROM events")
         .fetch_one(&mut **tx)
         .await
