@@ -182,6 +182,7 @@ impl Application {
                 clock.clone(),
                 settings.env != crate::config::Environment::Production,
             )
+            .with_backoff_percent(settings.webhook_backoff_percent)
             .run(shutdown_rx.clone()),
         ));
         let relay =

@@ -113,6 +113,10 @@ pub struct Settings {
     /// Verify: price of a flash-call verification in USD.
     #[arg(long, env = "WARDEN_VERIFY_PRICE_FLASHCALL", default_value_t = 0.045)]
     pub verify_price_flashcall: f64,
+    /// Development only: webhook retry pauses in percent of the normal schedule (5 s, 30 s,
+    /// 2 min, ...), so fault tests see a receiver's outage end within seconds.
+    #[arg(long, env = "WARDEN_WEBHOOK_BACKOFF_PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_backoff_percent: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +133,8 @@ pub enum SettingsError {
     BadSessionLifetime,
     #[error("Verify prices must be US dollar amounts from 0 to 1000000")]
     BadVerifyPrice,
+    #[error("WARDEN_WEBHOOK_BACKOFF_PERCENT is for development only; production retries on the full schedule")]
+    ShortWebhookBackoffInProduction,
 }
 
 impl Settings {
@@ -140,6 +146,9 @@ impl Settings {
             }
             if self.storage.master_key.is_none() {
                 return Err(SettingsError::GeneratedKeyInProduction);
+            }
+            if self.webhook_backoff_percent != 100 {
+                return Err(SettingsError::ShortWebhookBackoffInProduction);
             }
         }
         if self.sender == SenderKind::Http && self.sender_url.is_none() {
@@ -182,6 +191,7 @@ impl Settings {
             verify_price_sms: 0.05,
             verify_price_call: 0.09,
             verify_price_flashcall: 0.045,
+            webhook_backoff_percent: 100,
         }
     }
 

@@ -36,9 +36,13 @@ pub const MAX_ATTEMPTS: i64 = 8;
 const BACKOFF_SECS: [i64; 7] = [5, 30, 120, 600, 1800, 3600, 7200];
 const BATCH: i64 = 20;
 const POLL: Duration = Duration::from_millis(250);
-/// How long a claimed row stays hidden from other dispatchers.
-const LEASE_SECS: i64 = 120;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a claimed row stays hidden from other dispatchers: one attempt (the URL and the
+/// failover URL, each bounded by [`REQUEST_TIMEOUT`]) plus a margin. The lease is renewed
+/// (compare-and-set on `locked_until`) right before each attempt, so a batch that takes
+/// longer never attempts a row another node has taken over, and the rows of a node that
+/// died become due again within this time.
+const LEASE_SECS: i64 = 25;
 
 /// The organization's Telnyx-style signing key, derived from the server pepper.
 pub fn telnyx_signing_key(secrets: &dyn Secrets, organization_id: Uuid) -> SigningKey {
@@ -73,6 +77,20 @@ struct Due {
     attempts: i64,
 }
 
+/// What one attempt found, to be written.
+struct Recorded<'a> {
+    delivery_id: &'a str,
+    attempt: i64,
+    /// (url, status, error, when) of each request made.
+    tried: &'a [(&'a str, Option<i64>, Option<String>, DateTime<Utc>)],
+    status: &'static str,
+    next: String,
+    delivered_to: Option<&'a str>,
+    last: &'a Outcome,
+    now: String,
+    lease: &'a str,
+}
+
 /// One HTTP request of an attempt.
 struct Outcome {
     status: Option<i64>,
@@ -93,6 +111,9 @@ pub struct Dispatcher {
     http: reqwest::Client,
     /// Development only: webhooks may reach loopback and private addresses.
     allow_private: bool,
+    /// Retry pauses in percent of [`BACKOFF_SECS`] (100 in production; fault tests use
+    /// less so a receiver's outage ends within seconds).
+    backoff_percent: u32,
 }
 
 impl Dispatcher {
@@ -118,7 +139,14 @@ impl Dispatcher {
             clock,
             http,
             allow_private,
+            backoff_percent: 100,
         }
+    }
+
+    /// Scales the retry pauses to `percent` of the schedule (1..=100; development only).
+    pub fn with_backoff_percent(mut self, percent: u32) -> Self {
+        self.backoff_percent = percent.clamp(1, 100);
+        self
     }
 
     /// Delivers due rows until `shutdown` turns true.
@@ -141,17 +169,23 @@ impl Dispatcher {
 
     /// Claims and attempts one batch of due deliveries; returns how many.
     pub async fn deliver_due(&self) -> Result<usize, sqlx::Error> {
-        let due = self.claim().await?;
+        let (lease, due) = self.claim().await?;
         for row in &due {
-            self.attempt(row).await?;
+            // Renew this row's lease first: if it ran out while earlier rows of the batch
+            // were attempted and another node claimed the row, skip it.
+            if let Some(lease) = self.renew(&row.delivery_id, &lease).await? {
+                self.attempt(row, &lease).await?;
+            }
         }
         Ok(due.len())
     }
 
     /// Leases due rows (`FOR UPDATE SKIP LOCKED` on Postgres, so dispatchers on several
     /// nodes never take the same row; SQLite has a single writer).
-    async fn claim(&self) -> Result<Vec<Due>, sqlx::Error> {
+    /// Returns the lease (the `locked_until` written) with the rows.
+    async fn claim(&self) -> Result<(String, Vec<Due>), sqlx::Error> {
         let now = self.clock.now();
+        let lease = format_time(now + chrono::Duration::seconds(LEASE_SECS));
         let skip_locked = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -164,13 +198,31 @@ impl Dispatcher {
              RETURNING delivery_id, organization_id, scheme, url, failover_url, data, attempts"
         ))
         .bind(format_time(now))
-        .bind(format_time(now + chrono::Duration::seconds(LEASE_SECS)))
+        .bind(&lease)
         .bind(BATCH)
         .fetch_all(&self.pool)
         .await
+        .map(|rows| (lease, rows))
     }
 
-    async fn attempt(&self, row: &Due) -> Result<(), sqlx::Error> {
+    /// Extends this node's lease on a row, if it still holds it (`locked_until` unchanged
+    /// since it wrote it). Returns the new lease, or `None` when another node took the row
+    /// over or it is no longer pending.
+    async fn renew(&self, delivery_id: &str, lease: &str) -> Result<Option<String>, sqlx::Error> {
+        let renewed = format_time(self.clock.now() + chrono::Duration::seconds(LEASE_SECS));
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET locked_until = $3 \
+             WHERE delivery_id = $1 AND locked_until = $2 AND status = 'pending'",
+        )
+        .bind(delivery_id)
+        .bind(lease)
+        .bind(&renewed)
+        .execute(&self.pool)
+        .await?;
+        Ok((done.rows_affected() == 1).then_some(renewed))
+    }
+
+    async fn attempt(&self, row: &Due, lease: &str) -> Result<(), sqlx::Error> {
         let attempt = row.attempts + 1;
         let data: Value = serde_json::from_str(&row.data).unwrap_or(Value::Null);
         let urls = std::iter::once(row.url.as_str()).chain(row.failover_url.as_deref());
@@ -179,21 +231,11 @@ impl Dispatcher {
             error: None,
         };
         let mut delivered_to = None;
+        let mut tried = Vec::with_capacity(2);
         for url in urls {
             let now = self.clock.now();
             last = self.post(row, &data, attempt, url, now).await;
-            sqlx::query(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, url, status_code, error, attempted_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, attempt, url) DO NOTHING",
-            )
-            .bind(&row.delivery_id)
-            .bind(attempt)
-            .bind(url)
-            .bind(last.status)
-            .bind(last.error.clone())
-            .bind(format_time(now))
-            .execute(&self.pool)
-            .await?;
+            tried.push((url, last.status, last.error.clone(), now));
             if last.ok() {
                 delivered_to = Some(url.to_owned());
                 break;
@@ -203,27 +245,85 @@ impl Dispatcher {
         let (status, next) = match &delivered_to {
             Some(_) => ("delivered", now),
             None if attempt >= MAX_ATTEMPTS => ("failed", now),
-            None => ("pending", now + backoff(attempt)),
+            None => (
+                "pending",
+                now + scaled(backoff(attempt), self.backoff_percent),
+            ),
         };
         if delivered_to.is_none() {
             tracing::info!(delivery_id = %row.delivery_id, attempt, status, "webhook not delivered");
         }
-        sqlx::query(
+        let outcome = Recorded {
+            delivery_id: &row.delivery_id,
+            attempt,
+            tried: &tried,
+            status,
+            next: format_time(next),
+            delivered_to: delivered_to.as_deref(),
+            last: &last,
+            now: format_time(now),
+            lease,
+        };
+        // The receiver has answered: record it even if the database is briefly away (a
+        // restart), or the delivery would be sent again once the lease ran out.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(LEASE_SECS as u64);
+        loop {
+            match self.record(&outcome).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    tracing::warn!(delivery_id = %row.delivery_id, "webhook lease lost during an attempt; outcome left to the node holding it");
+                    return Ok(());
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "recording a webhook attempt failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes an attempt's requests and the delivery's new state in one transaction, only
+    /// while this node still holds the lease (a node whose lease ran out must not overwrite
+    /// the outcome of the node that took the row over). Returns whether it held it.
+    async fn record(&self, r: &Recorded<'_>) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let saved = sqlx::query(
             "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4, \
              locked_until = NULL, delivered_to = $5, last_status = $6, last_error = $7, updated_at = $8 \
-             WHERE delivery_id = $1",
+             WHERE delivery_id = $1 AND locked_until = $9",
         )
-        .bind(&row.delivery_id)
-        .bind(status)
-        .bind(attempt)
-        .bind(format_time(next))
-        .bind(delivered_to)
-        .bind(last.status)
-        .bind(last.error)
-        .bind(format_time(now))
-        .execute(&self.pool)
+        .bind(r.delivery_id)
+        .bind(r.status)
+        .bind(r.attempt)
+        .bind(&r.next)
+        .bind(r.delivered_to)
+        .bind(r.last.status)
+        .bind(r.last.error.as_deref())
+        .bind(&r.now)
+        .bind(r.lease)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        if saved.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for (url, status, error, at) in r.tried {
+            sqlx::query(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, url, status_code, error, attempted_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, attempt, url) DO NOTHING",
+            )
+            .bind(r.delivery_id)
+            .bind(r.attempt)
+            .bind(*url)
+            .bind(*status)
+            .bind(error.as_deref())
+            .bind(format_time(*at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn post(
@@ -321,6 +421,14 @@ fn backoff(attempt: i64) -> chrono::Duration {
     chrono::Duration::seconds(base + jitter)
 }
 
+/// `pause` scaled to `percent` (100 = unchanged), at millisecond resolution.
+fn scaled(pause: chrono::Duration, percent: u32) -> chrono::Duration {
+    if percent >= 100 {
+        return pause;
+    }
+    chrono::Duration::milliseconds(pause.num_milliseconds() * i64::from(percent) / 100)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +438,12 @@ mod tests {
         assert!((5..=6).contains(&backoff(1).num_seconds()));
         assert!(backoff(3).num_seconds() >= 120);
         assert!(backoff(50).num_seconds() <= 7200 * 6 / 5);
+    }
+
+    #[test]
+    fn scaled_backoff_is_a_fraction_of_the_schedule() {
+        let pause = chrono::Duration::seconds(5);
+        assert_eq!(scaled(pause, 100), pause);
+        assert_eq!(scaled(pause, 2).num_milliseconds(), 100);
     }
 }

@@ -533,6 +533,8 @@ impl From<ProjectionError> for ApiError {
                 Self::unavailable()
             }
             ProjectionError::Store(e) => e.into(),
+            // A read model's database went away mid-request: 503 like the store, not 500.
+            ProjectionError::Db(e) => e.into(),
             other => Self::internal(&other),
         }
     }
@@ -541,7 +543,25 @@ impl From<ProjectionError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::unavailable()
+            }
+            // The server is shutting down or restarting, or the connection broke
+            // (Postgres classes 08, 53, 57P; deadlock and serialization failures).
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|c| {
+                    c.starts_with("08")
+                        || c.starts_with("53")
+                        || c.starts_with("57P")
+                        || c == "40001"
+                        || c == "40P01"
+                }) =>
+            {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::unavailable()
             }
