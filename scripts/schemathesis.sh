@@ -61,6 +61,6 @@ status=0
   --max-examples "${MAX_EXAMPLES:-20}" --max-time "${MAX_TIME:-300}" \
   --phases examples,coverage,fuzzing \
   --exclude-path-regex '^/v2/sessions/current$|^/v2/users/me/(password|email)' \
-  --request-timeout 30 --workers 2 --suppress-health-check all --no-color \
+  --request-timeout 30 --workers 1 --suppress-health-check all --no-color \
   --report junit --report-dir "$work/report" "$@" || status=$?
 exit "$status"

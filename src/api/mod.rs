@@ -34,6 +34,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::app::AppState;
+use error::DocumentedErrors;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -70,7 +71,7 @@ use crate::app::AppState;
         api_keys::CreateApiKeyRequest,
         verifications::TriggerRequest, verifications::VerifyByPhoneRequest, verifications::VerifyByIdRequest,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &DocumentedErrors),
 )]
 pub struct ApiDoc;
 
