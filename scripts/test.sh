@@ -13,3 +13,8 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atc \
 
 cargo nextest run --workspace --no-fail-fast "$@"
 bash scripts/client-checks.sh
+# The quick fault scenarios (kill -9, NATS restart, two instances; ~2 minutes) against the
+# debug binary, on a private PostgreSQL and nats-server. FAULT_TESTS=0 skips them.
+if [[ ${FAULT_TESTS:-1} != 0 ]]; then
+  bash scripts/fault-tests.sh --quick
+fi

@@ -58,9 +58,13 @@ impl Database {
         let options = AnyConnectOptions::from_str(url)
             .map_err(|e| DbError::Connect(e.to_string()))?
             .log_statements(tracing::log::LevelFilter::Trace);
+        // A short acquire timeout: while Postgres is down (restart, failover) sqlx keeps
+        // retrying the connect until it runs out, so this is how long a request waits before
+        // its 503; with a healthy server a 2 s wait for a free connection means overload,
+        // where shedding load with a 503 is the right answer too.
         let pool = AnyPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(2))
             .connect_with(options)
             .await
             .map_err(|e| DbError::Connect(e.to_string()))?;

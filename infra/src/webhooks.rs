@@ -54,9 +54,13 @@ const TELNYX: &str = "telnyx_ed25519";
 const STANDARD: &str = "standard_webhooks";
 const BATCH: i64 = 20;
 const POLL: Duration = Duration::from_millis(250);
-/// How long a claimed row stays hidden from other dispatchers.
-const LEASE_SECS: i64 = 120;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a claimed row stays hidden from other dispatchers: one attempt (the URL and the
+/// failover URL, each bounded by [`REQUEST_TIMEOUT`]) plus a margin. The lease is renewed
+/// (compare-and-set on `locked_until`) right before each attempt, so a batch that takes
+/// longer never attempts a row another node has taken over, and the rows of a node that
+/// died become due again within this time.
+const LEASE_SECS: i64 = 25;
 
 /// The organization's Telnyx-style signing key, derived from the server pepper.
 pub fn telnyx_signing_key(secrets: &dyn Secrets, organization_id: Uuid) -> SigningKey {
@@ -112,6 +116,25 @@ enum Target {
     },
     /// Nothing to send to any more (endpoint deleted or disabled): fail now, no retry.
     Gone(&'static str),
+}
+
+/// One request of an attempt: (url, status, error, when).
+type Tried<'a> = (&'a str, Option<i64>, Option<String>, DateTime<Utc>);
+
+/// What one attempt found, to be written.
+struct Recorded<'a> {
+    delivery_id: &'a str,
+    attempt: i64,
+    /// (url, status, error, when) of each request made.
+    tried: &'a [Tried<'a>],
+    status: &'static str,
+    next: String,
+    delivered_to: Option<&'a str>,
+    last: &'a Outcome,
+    now: String,
+    /// When the delivery reached a final status (delivered or failed).
+    finished: Option<String>,
+    lease: &'a str,
 }
 
 /// One HTTP request of an attempt.
@@ -194,17 +217,23 @@ impl Dispatcher {
 
     /// Claims and attempts one batch of due deliveries; returns how many.
     pub async fn deliver_due(&self) -> Result<usize, sqlx::Error> {
-        let due = self.claim().await?;
+        let (lease, due) = self.claim().await?;
         for row in &due {
-            self.attempt(row).await?;
+            // Renew this row's lease first: if it ran out while earlier rows of the batch
+            // were attempted and another node claimed the row, skip it.
+            if let Some(lease) = self.renew(&row.delivery_id, &lease).await? {
+                self.attempt(row, &lease).await?;
+            }
         }
         Ok(due.len())
     }
 
     /// Leases due rows (`FOR UPDATE SKIP LOCKED` on Postgres, so dispatchers on several
     /// nodes never take the same row; SQLite has a single writer).
-    async fn claim(&self) -> Result<Vec<Due>, sqlx::Error> {
+    /// Returns the lease (the `locked_until` written) with the rows.
+    async fn claim(&self) -> Result<(String, Vec<Due>), sqlx::Error> {
         let now = self.clock.now();
+        let lease = format_time(now + chrono::Duration::seconds(LEASE_SECS));
         let skip_locked = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -218,10 +247,11 @@ impl Dispatcher {
              attempts, endpoint_id"
         ))
         .bind(format_time(now))
-        .bind(format_time(now + chrono::Duration::seconds(LEASE_SECS)))
+        .bind(&lease)
         .bind(BATCH)
         .fetch_all(&self.pool)
         .await
+        .map(|rows| (lease, rows))
     }
 
     /// The URLs (and keys) this attempt uses: for an account-level endpoint, its current
@@ -275,7 +305,24 @@ impl Dispatcher {
         })
     }
 
-    async fn attempt(&self, row: &Due) -> Result<(), sqlx::Error> {
+    /// Extends this node's lease on a row, if it still holds it (`locked_until` unchanged
+    /// since it wrote it). Returns the new lease, or `None` when another node took the row
+    /// over or it is no longer pending.
+    async fn renew(&self, delivery_id: &str, lease: &str) -> Result<Option<String>, sqlx::Error> {
+        let renewed = format_time(self.clock.now() + chrono::Duration::seconds(LEASE_SECS));
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET locked_until = $3 \
+             WHERE delivery_id = $1 AND locked_until = $2 AND status = 'pending'",
+        )
+        .bind(delivery_id)
+        .bind(lease)
+        .bind(&renewed)
+        .execute(&self.pool)
+        .await?;
+        Ok((done.rows_affected() == 1).then_some(renewed))
+    }
+
+    async fn attempt(&self, row: &Due, lease: &str) -> Result<(), sqlx::Error> {
         let attempt = row.attempts + 1;
         let data: Value = serde_json::from_str(&row.data).unwrap_or(Value::Null);
         let mut last = Outcome {
@@ -290,23 +337,13 @@ impl Dispatcher {
                 (vec![row.url.clone()], vec![], true)
             }
         };
+        let mut tried = Vec::with_capacity(2);
         for url in &urls {
             let now = self.clock.now();
             if !gone {
                 last = self.post(row, &data, &keys, attempt, url, now).await;
             }
-            sqlx::query(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, url, status_code, error, attempted_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, attempt, url) DO NOTHING",
-            )
-            .bind(&row.delivery_id)
-            .bind(attempt)
-            .bind(url.as_str())
-            .bind(last.status)
-            .bind(last.error.clone())
-            .bind(format_time(now))
-            .execute(&self.pool)
-            .await?;
+            tried.push((url.as_str(), last.status, last.error.clone(), now));
             if last.ok() {
                 delivered_to = Some(url.clone());
                 break;
@@ -328,22 +365,35 @@ impl Dispatcher {
             tracing::info!(delivery_id = %row.delivery_id, attempt, status, "webhook not delivered");
         }
         let finished = (status != "pending").then(|| format_time(now));
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4, \
-             locked_until = NULL, delivered_to = $5, last_status = $6, last_error = $7, updated_at = $8, \
-             finished_at = $9 WHERE delivery_id = $1",
-        )
-        .bind(&row.delivery_id)
-        .bind(status)
-        .bind(attempt)
-        .bind(format_time(next))
-        .bind(delivered_to.clone())
-        .bind(last.status)
-        .bind(last.error.clone())
-        .bind(format_time(now))
-        .bind(finished)
-        .execute(&self.pool)
-        .await?;
+        let outcome = Recorded {
+            delivery_id: &row.delivery_id,
+            attempt,
+            tried: &tried,
+            status,
+            next: format_time(next),
+            delivered_to: delivered_to.as_deref(),
+            last: &last,
+            now: format_time(now),
+            finished,
+            lease,
+        };
+        // The receiver has answered: record it even if the database is briefly away (a
+        // restart), or the delivery would be sent again once the lease ran out.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(LEASE_SECS as u64);
+        loop {
+            match self.record(&outcome).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::warn!(delivery_id = %row.delivery_id, "webhook lease lost during an attempt; outcome left to the node holding it");
+                    return Ok(());
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "recording a webhook attempt failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if let (Some(endpoint_id), false) = (&row.endpoint_id, gone) {
             self.record_health(endpoint_id, delivered_to.is_some(), &last, now)
                 .await?;
@@ -381,6 +431,50 @@ impl Dispatcher {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Writes an attempt's requests and the delivery's new state in one transaction, only
+    /// while this node still holds the lease (a node whose lease ran out must not overwrite
+    /// the outcome of the node that took the row over). Returns whether it held it.
+    async fn record(&self, r: &Recorded<'_>) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let saved = sqlx::query(
+            "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4, \
+             locked_until = NULL, delivered_to = $5, last_status = $6, last_error = $7, updated_at = $8, \
+             finished_at = $10 WHERE delivery_id = $1 AND locked_until = $9",
+        )
+        .bind(r.delivery_id)
+        .bind(r.status)
+        .bind(r.attempt)
+        .bind(&r.next)
+        .bind(r.delivered_to)
+        .bind(r.last.status)
+        .bind(r.last.error.as_deref())
+        .bind(&r.now)
+        .bind(r.lease)
+        .bind(r.finished.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        if saved.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for (url, status, error, at) in r.tried {
+            sqlx::query(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, url, status_code, error, attempted_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, attempt, url) DO NOTHING",
+            )
+            .bind(r.delivery_id)
+            .bind(r.attempt)
+            .bind(*url)
+            .bind(*status)
+            .bind(error.as_deref())
+            .bind(format_time(*at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn post(
@@ -576,5 +670,12 @@ mod tests {
             "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw= v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
         );
         assert_eq!(headers[1].1, "1649367553");
+    }
+
+    #[test]
+    fn scaled_backoff_is_a_fraction_of_the_schedule() {
+        let pause = chrono::Duration::seconds(5);
+        assert_eq!(scaled(pause, 1.0), pause);
+        assert_eq!(scaled(pause, 0.02).num_milliseconds(), 100);
     }
 }

@@ -545,6 +545,8 @@ impl From<ProjectionError> for ApiError {
                 Self::unavailable()
             }
             ProjectionError::Store(e) => e.into(),
+            // A read model's database went away mid-request: 503 like the store, not 500.
+            ProjectionError::Db(e) => e.into(),
             other => Self::internal(&other),
         }
     }
@@ -553,7 +555,25 @@ impl From<ProjectionError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::unavailable()
+            }
+            // The server is shutting down or restarting, or the connection broke
+            // (Postgres classes 08, 53, 57P; deadlock and serialization failures).
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|c| {
+                    c.starts_with("08")
+                        || c.starts_with("53")
+                        || c.starts_with("57P")
+                        || c == "40001"
+                        || c == "40P01"
+                }) =>
+            {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::unavailable()
             }
@@ -563,3 +583,114 @@ impl From<sqlx::Error> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Documents, on every operation of the OpenAPI document, the errors the shared layers can
+/// answer with whatever the handler: 400 (malformed JSON or header), 401/403 (the
+/// permission table, on secured operations), 404 (an id in the path that names nothing),
+/// 409 (a concurrent change or an `Idempotency-Key` in use, on writes), 422 (a field, on
+/// operations that take a body or query), 503 (the database or key store is away). Each
+/// uses the error envelope. An operation's own description of a status is kept.
+pub struct DocumentedErrors;
+
+impl DocumentedErrors {
+    fn envelope_schema() -> Option<utoipa::openapi::schema::Schema> {
+        serde_json::from_value(serde_json::json!({
+            "type": "object",
+            "required": ["errors"],
+            "properties": {
+                "errors": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["code", "title", "detail"],
+                        "properties": {
+                            "code": { "type": "string" },
+                            "title": { "type": "string" },
+                            "detail": { "type": "string" },
+                            "source": {
+                                "type": "object",
+                                "required": ["pointer"],
+                                "properties": { "pointer": { "type": "string" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }))
+        .ok()
+    }
+
+    fn response(description: &str) -> Option<utoipa::openapi::Response> {
+        serde_json::from_value(serde_json::json!({
+            "description": description,
+            "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/ErrorEnvelope" }
+            } }
+        }))
+        .ok()
+    }
+
+    fn document(op: &mut utoipa::openapi::path::Operation, path: &str, write: bool) {
+        use utoipa::openapi::path::ParameterIn;
+        let params = op.parameters.as_deref().unwrap_or_default();
+        let in_path = path.contains('{');
+        let in_query = params.iter().any(|p| p.parameter_in == ParameterIn::Query);
+        let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+        let mut add = vec![
+            ("400", "Malformed request (JSON syntax, a header)"),
+            ("503", "A backing service is unavailable; try again shortly"),
+        ];
+        if secured {
+            add.push(("401", "Missing, invalid or expired credentials"));
+            add.push(("403", "The caller lacks the permission"));
+        }
+        if in_path {
+            add.push(("404", "Not found"));
+        }
+        if write {
+            add.push(("409", "Conflict, or the Idempotency-Key is in use"));
+        }
+        if write || in_query || op.request_body.is_some() {
+            add.push(("422", "A field is invalid (source.pointer names it)"));
+        }
+        for (status, description) in add {
+            if op.responses.responses.contains_key(status) {
+                continue;
+            }
+            if let Some(response) = Self::response(description) {
+                op.responses
+                    .responses
+                    .insert(status.to_owned(), response.into());
+            }
+        }
+    }
+}
+
+impl utoipa::Modify for DocumentedErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(schema) = Self::envelope_schema() {
+            openapi
+                .components
+                .get_or_insert_with(Default::default)
+                .schemas
+                .insert("ErrorEnvelope".to_owned(), schema.into());
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if let Some(op) = item.get.as_mut() {
+                Self::document(op, path, false);
+            }
+            for op in [
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                Self::document(op, path, true);
+            }
+        }
+    }
+}

@@ -35,6 +35,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::app::AppState;
+use error::DocumentedErrors;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -76,7 +77,7 @@ use crate::app::AppState;
         verifications::TriggerRequest, verifications::VerifyByPhoneRequest, verifications::VerifyByIdRequest,
         webhooks::CreateEndpointRequest, webhooks::RedeliverFromRequest,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &DocumentedErrors),
 )]
 pub struct ApiDoc;
 

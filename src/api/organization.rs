@@ -213,7 +213,8 @@ super::extract::redacted_debug!(SetPassphraseRequest);
 
 /// Set the organization's security passphrase (current password required).
 #[utoipa::path(put, path = "/v2/organization/security_passphrase", tag = "Organization", request_body = SetPassphraseRequest,
-    responses((status = 204, description = "Set"), (status = 403, description = "Wrong password")),
+    responses((status = 204, description = "Set"), (status = 403, description = "Wrong password"),
+              (status = 429, description = "Too many wrong current passwords; wait a minute")),
     security(("bearer" = [])))]
 pub async fn set_passphrase(
     State(state): State<AppState>,
@@ -244,7 +245,8 @@ super::extract::redacted_debug!(SetPinRequest);
 
 /// Set the organization's port-out PIN (current password required).
 #[utoipa::path(put, path = "/v2/organization/port_out_pin", tag = "Organization", request_body = SetPinRequest,
-    responses((status = 204, description = "Set"), (status = 403, description = "Wrong password")),
+    responses((status = 204, description = "Set"), (status = 403, description = "Wrong password"),
+              (status = 429, description = "Too many wrong current passwords; wait a minute")),
     security(("bearer" = [])))]
 pub async fn set_pin(
     State(state): State<AppState>,

@@ -2,7 +2,7 @@
 //! call) and confirmation, backup codes, sent codes, and answering the sign-in challenge.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -18,7 +18,7 @@ use warden_domain::values::{PhoneNumber, ValidationError};
 use warden_projections::{sessions, users};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Json, Principal, RequestMeta};
+use super::extract::{Json, PathId, Principal, RequestMeta};
 use crate::app::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -287,6 +287,7 @@ fn presented(body: CodeRequest, allow_backup: bool) -> Result<Presented, ApiErro
 /// Confirm an enrollment with a code from the new factor. The first time, 2FA turns on and
 /// 10 backup codes are shown once; when switching method, the backup codes stay.
 #[utoipa::path(post, path = "/v2/users/me/two_factor/enrollments/{id}/actions/confirm",
+    params(("id" = Uuid, Path, description = "The enrollment id")),
     tag = "Two-factor authentication", request_body = CodeRequest,
     responses((status = 200, description = "{enabled, method, backup_codes (first enablement only)}"),
               (status = 422, description = "invalid_code")),
@@ -294,7 +295,7 @@ fn presented(body: CodeRequest, allow_backup: bool) -> Result<Presented, ApiErro
 pub async fn confirm(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
     meta: RequestMeta,
     Json(body): Json<CodeRequest>,
 ) -> ApiResult<axum::Json<Value>> {
@@ -349,12 +350,13 @@ pub struct SendCodeRequest {
 }
 
 /// Send a code for a sign-in challenge to the enrolled number.
-#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/send", tag = "Two-factor authentication",
+#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/send",
+    params(("id" = Uuid, Path, description = "The challenge id")), tag = "Two-factor authentication",
     request_body = SendCodeRequest,
     responses((status = 202, description = "Sent"), (status = 429, description = "too_many_requests")))]
 pub async fn send_challenge_code(
     State(state): State<AppState>,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
     meta: RequestMeta,
     Json(body): Json<SendCodeRequest>,
 ) -> ApiResult<StatusCode> {
@@ -404,13 +406,14 @@ async fn challenge_user(state: &AppState, id: Uuid) -> Result<Uuid, ApiError> {
 }
 
 /// Answer a sign-in challenge with an authenticator code, a sent code, or a backup code.
-#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/verify", tag = "Two-factor authentication",
+#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/verify",
+    params(("id" = Uuid, Path, description = "The challenge id")), tag = "Two-factor authentication",
     request_body = CodeRequest,
     responses((status = 201, description = "A session"), (status = 422, description = "invalid_code"),
               (status = 410, description = "challenge_expired"), (status = 429, description = "challenge_locked")))]
 pub async fn verify_challenge(
     State(state): State<AppState>,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
     meta: RequestMeta,
     Json(body): Json<CodeRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
@@ -449,12 +452,13 @@ async fn owner_of_challenge(state: &AppState, id: Uuid) -> ApiResult<(Uuid, Uuid
 
 /// Lost-device recovery, step one (organization owners): email a recovery code for this
 /// challenge. Counts toward the daily limit of sent codes.
-#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/send_recovery_code", tag = "Two-factor authentication",
+#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/send_recovery_code",
+    params(("id" = Uuid, Path, description = "The challenge id")), tag = "Two-factor authentication",
     responses((status = 202, description = "Emailed"), (status = 403, description = "recovery_not_allowed (not the owner)"),
               (status = 429, description = "too_many_requests")))]
 pub async fn send_recovery_code(
     State(state): State<AppState>,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
     meta: RequestMeta,
 ) -> ApiResult<StatusCode> {
     let (user_id, _) = owner_of_challenge(&state, id).await?;
@@ -483,14 +487,15 @@ impl std::fmt::Debug for RecoverRequest {
 
 /// Lost-device recovery, step two: the organization's security passphrase plus the emailed
 /// code reset the second factor; the session may only enroll a new one.
-#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/recover", tag = "Two-factor authentication",
+#[utoipa::path(post, path = "/v2/two_factor_challenges/{id}/actions/recover",
+    params(("id" = Uuid, Path, description = "The challenge id")), tag = "Two-factor authentication",
     request_body = RecoverRequest,
     responses((status = 201, description = "A session that may only enroll a second factor"),
               (status = 403, description = "recovery_not_allowed"), (status = 422, description = "invalid_code"),
               (status = 429, description = "too many passphrase checks")))]
 pub async fn recover(
     State(state): State<AppState>,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
     meta: RequestMeta,
     Json(body): Json<RecoverRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {

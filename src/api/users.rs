@@ -106,7 +106,8 @@ super::extract::redacted_debug!(ChangeEmailRequest);
 /// Move the account to a new email address (current password required).
 #[utoipa::path(post, path = "/v2/users/me/actions/change_email", tag = "Users", request_body = ChangeEmailRequest,
     responses((status = 200, description = "The updated user"), (status = 403, description = "Wrong password"),
-              (status = 409, description = "Email already in use")),
+              (status = 409, description = "Email already in use"),
+              (status = 429, description = "Too many wrong current passwords; wait a minute")),
     security(("bearer" = [])))]
 pub async fn change_email(
     State(state): State<AppState>,
@@ -139,7 +140,8 @@ super::extract::redacted_debug!(ChangePasswordRequest);
 /// Set a new password (current password required); every other session ends.
 #[utoipa::path(post, path = "/v2/users/me/actions/change_password", tag = "Users", request_body = ChangePasswordRequest,
     responses((status = 200, description = "The user"), (status = 403, description = "Wrong password"),
-              (status = 422, description = "Password refused")),
+              (status = 422, description = "Password refused"),
+              (status = 429, description = "Too many wrong current passwords; wait a minute")),
     security(("bearer" = [])))]
 pub async fn change_password(
     State(state): State<AppState>,
