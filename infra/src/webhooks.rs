@@ -77,12 +77,14 @@ struct Due {
     attempts: i64,
 }
 
+/// One request of an attempt: (url, status, error, when).
+type Tried<'a> = (&'a str, Option<i64>, Option<String>, DateTime<Utc>);
+
 /// What one attempt found, to be written.
 struct Recorded<'a> {
     delivery_id: &'a str,
     attempt: i64,
-    /// (url, status, error, when) of each request made.
-    tried: &'a [(&'a str, Option<i64>, Option<String>, DateTime<Utc>)],
+    tried: &'a [Tried<'a>],
     status: &'static str,
     next: String,
     delivered_to: Option<&'a str>,

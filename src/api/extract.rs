@@ -369,6 +369,24 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     }
 }
 
+/// A UUID in the path (the route's one parameter). One that does not parse names nothing:
+/// 404 in the error envelope, like an unknown id (axum's own rejection is a plain-text 400).
+pub struct PathId(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::not_found())?;
+        uuid::Uuid::parse_str(&raw)
+            .map(PathId)
+            .map_err(|_| ApiError::not_found())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize)]
@@ -385,23 +403,5 @@ mod tests {
         };
         let shown = format!("{s:?}");
         assert_eq!(shown, "Secretive { <redacted> }");
-    }
-}
-
-/// A UUID in the path (the route's one parameter). One that does not parse names nothing:
-/// 404 in the error envelope, like an unknown id (axum's own rejection is a plain-text 400).
-pub struct PathId(pub uuid::Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for PathId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| ApiError::not_found())?;
-        uuid::Uuid::parse_str(&raw)
-            .map(PathId)
-            .map_err(|_| ApiError::not_found())
     }
 }
