@@ -51,6 +51,8 @@ pub struct Inner {
     pub webhooks: WebhookEndpoints,
     pub projections: Projections,
     pub relay_wake: Arc<Notify>,
+    /// Nudges the webhook dispatcher once read models (and so the delivery queue) moved.
+    pub webhook_wake: Arc<Notify>,
     /// How far the relay has durably published.
     pub relayed: watch::Receiver<i64>,
     /// The in-process bus, when there is no NATS.
@@ -74,8 +76,9 @@ impl AppState {
         self.relay_wake.notify_one();
         self.projections
             .wait_for(position, READ_YOUR_WRITES_WAIT)
-            .await
-            .map_err(Into::into)
+            .await?;
+        self.webhook_wake.notify_one();
+        Ok(())
     }
 
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
@@ -174,6 +177,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let relay_wake = Arc::new(Notify::new());
+        let webhook_wake = Arc::new(Notify::new());
         let mut workers = Vec::new();
         workers.push(tokio::spawn(
             core.projections.clone().run(shutdown_rx.clone()),
@@ -191,6 +195,7 @@ impl Application {
                 settings.env != crate::config::Environment::Production,
             )
             .with_retry_scale(settings.webhook_retry_scale)
+            .with_wake(webhook_wake.clone())
             .run(shutdown_rx.clone()),
         ));
         let relay =
@@ -216,6 +221,7 @@ impl Application {
             webhooks,
             projections: core.projections,
             relay_wake,
+            webhook_wake,
             relayed: relay.position,
             bus: relay.in_process,
             metrics,

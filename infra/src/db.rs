@@ -78,8 +78,15 @@ impl Database {
         let options = AnyConnectOptions::from_str(url)
             .map_err(|e| DbError::Connect(e.to_string()))?
             .log_statements(tracing::log::LevelFilter::Trace);
+        // Many connections, because a SQLite writer queues on `busy_timeout` while HOLDING a
+        // pool connection, and the transaction that holds the write lock may need one more
+        // connection to finish (a projector opening a sealed value reads the key store). With
+        // 8 connections, 16 concurrent sends filled the pool with queued writers and stalled
+        // the lock holder until the 10 s busy timeout (measured with `warden bench`).
+        // Connections to a local file are cheap; the lasting fix is that nothing holding the
+        // write lock ever waits for the pool.
         let pool = AnyPoolOptions::new()
-            .max_connections(8)
+            .max_connections(64)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|conn, _| {
                 Box::pin(async move {

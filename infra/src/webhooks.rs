@@ -32,7 +32,7 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::{AnyPool, FromRow};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 use warden_commands::{Clock, Secrets};
 use warden_domain::chain::format_time;
@@ -159,6 +159,8 @@ pub struct Dispatcher {
     allow_private: bool,
     /// Multiplies every retry pause (development only; 1 in production).
     retry_scale: f64,
+    /// Rung when new deliveries may be queued, so they go out without waiting for a poll.
+    wake: Arc<Notify>,
 }
 
 impl Dispatcher {
@@ -185,6 +187,7 @@ impl Dispatcher {
             http,
             allow_private,
             retry_scale: 1.0,
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -194,6 +197,12 @@ impl Dispatcher {
         if scale.is_finite() && scale > 0.0 {
             self.retry_scale = scale;
         }
+        self
+    }
+
+    /// Shares a wake-up: ringing it makes an idle dispatcher look for due rows at once.
+    pub fn with_wake(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = wake;
         self
     }
 
@@ -210,6 +219,7 @@ impl Dispatcher {
             }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
+                _ = self.wake.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }

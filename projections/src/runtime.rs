@@ -192,62 +192,78 @@ impl Projections {
     }
 
     /// One pass: every projector applies up to a batch. Returns whether anything moved.
+    ///
+    /// The batch is read once, from the lowest checkpoint, and every projector applies its
+    /// part of it in ONE transaction that also moves every checkpoint: one commit per pass
+    /// instead of one per projector, and read models never disagree with each other. Each
+    /// checkpoint is row-locked in projector order (Postgres), so two instances never apply
+    /// the same batch and never deadlock; one that finds a checkpoint moved since it looked
+    /// starts over from there.
     pub async fn catch_up_all(&self) -> Result<bool, ProjectionError> {
-        let mut progressed = false;
-        let mut reached = i64::MAX;
-        for p in self.projectors.iter() {
-            let (moved, at) = self.catch_up(p.as_ref()).await?;
-            progressed |= moved;
-            reached = reached.min(at);
-        }
-        let reached = if reached == i64::MAX {
-            self.store.head_position().await?
-        } else {
-            reached
+        // Look first without a write transaction: an idle poll takes no lock.
+        let seen = {
+            let mut conn = self.pool.acquire().await?;
+            let mut seen = Vec::with_capacity(self.projectors.len());
+            for p in self.projectors.iter() {
+                seen.push(checkpoint(&mut conn, p.name(), "").await?);
+            }
+            seen
         };
+        let from = seen.iter().copied().min().unwrap_or(0);
+        let events = self.store.read_all(from, BATCH).await?;
+        let Some(last) = events.last().map(|e| e.global_position) else {
+            let reached = if self.projectors.is_empty() {
+                self.store.head_position().await?
+            } else {
+                from
+            };
+            self.publish_reached(reached);
+            return Ok(false);
+        };
+        for (p, at) in self.projectors.iter().zip(&seen) {
+            if *at == 0 {
+                // The row must exist for the lock below to hold anything.
+                sqlx::query(
+                    "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(checkpoint_name(p.name()))
+                .bind(warden_domain::chain::format_time(chrono::Utc::now()))
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        let mut tx = self.pool.begin_with(self.begin).await?;
+        let mut reached = i64::MAX;
+        for (p, at) in self.projectors.iter().zip(&seen) {
+            let current = checkpoint(&mut tx, p.name(), self.lock_checkpoint).await?;
+            if current != *at {
+                // Someone else (another instance, a rebuild) moved it: start over.
+                tx.rollback().await?;
+                return Ok(true);
+            }
+            if current >= last {
+                reached = reached.min(current);
+                continue;
+            }
+            for event in events.iter().filter(|e| e.global_position > current) {
+                p.apply(&mut tx, event).await?;
+            }
+            save_checkpoint(&mut tx, p.name(), last).await?;
+            metrics_position(p.name(), last);
+            reached = reached.min(last);
+        }
+        tx.commit().await?;
+        self.publish_reached(reached);
+        Ok(true)
+    }
+
+    fn publish_reached(&self, reached: i64) {
         self.reached_tx.send_if_modified(|v| {
             let changed = *v != reached;
             *v = reached;
             changed
         });
-        Ok(progressed)
-    }
-
-    async fn catch_up(&self, p: &dyn Projector) -> Result<(bool, i64), ProjectionError> {
-        // Look first without a write transaction: an idle poll takes no lock.
-        let from = {
-            let mut conn = self.pool.acquire().await?;
-            checkpoint(&mut conn, p.name(), "").await?
-        };
-        let events = self.store.read_all(from, BATCH).await?;
-        let Some(last) = events.last().map(|e| e.global_position) else {
-            return Ok((false, from));
-        };
-        if from == 0 {
-            // The row must exist for the lock below to hold anything.
-            sqlx::query(
-                "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(checkpoint_name(p.name()))
-            .bind(warden_domain::chain::format_time(chrono::Utc::now()))
-            .execute(&self.pool)
-            .await?;
-        }
-        let mut tx = self.pool.begin_with(self.begin).await?;
-        let current = checkpoint(&mut tx, p.name(), self.lock_checkpoint).await?;
-        if current != from {
-            // Someone else (another instance, a rebuild) moved it: start over from there.
-            tx.rollback().await?;
-            return Ok((true, current));
-        }
-        for event in &events {
-            p.apply(&mut tx, event).await?;
-        }
-        save_checkpoint(&mut tx, p.name(), last).await?;
-        tx.commit().await?;
-        metrics_position(p.name(), last);
-        Ok((true, last))
     }
 
     /// Empties a read model and replays the whole log into it in one transaction, so
