@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod error;
 pub mod members;
+mod notice;
 pub mod otp;
 pub mod pipeline;
 pub mod ports;

@@ -847,31 +847,14 @@ impl Members {
     /// Best effort: an email notice to a user about a change already committed. A failed
     /// notice is logged, never undone.
     async fn notify(&self, user_id: Uuid, text: &str) {
-        let email = match self
-            .pipeline
-            .load::<User, MembersError>(&User::stream_id(user_id))
-            .await
-        {
-            Ok(loaded) => match loaded.state.email {
-                Some(sealed) => self.secrets.open(&sealed).await.ok().flatten(),
-                None => None,
-            },
-            Err(e) => {
-                tracing::warn!(%user_id, error = %e, "notice not sent: user not loaded");
-                return;
-            }
-        };
-        let Some(email) = email else { return };
-        let message = OutboundMessage::new(
-            Channel::Email,
-            String::from_utf8_lossy(&email),
+        crate::notice::email_user(
+            &self.pipeline,
+            self.secrets.as_ref(),
+            self.sender.as_ref(),
+            user_id,
             text,
-            None,
-            "notice",
-        );
-        if let Err(e) = self.sender.send(&message).await {
-            tracing::warn!(%user_id, error = %e, "notice not sent");
-        }
+        )
+        .await;
     }
 }
 

@@ -12,7 +12,6 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use uuid::Uuid;
 use warden_domain::organization::Organization;
-use warden_domain::user::User;
 use warden_domain::webhook_endpoint::{
     self, EndpointPatch, EndpointSettings, WebhookEndpoint, WebhookEndpointCommand,
     WebhookEndpointError,
@@ -23,7 +22,7 @@ use zeroize::Zeroizing;
 use crate::error::CommandError;
 use crate::pipeline::{Meta, Pipeline};
 use crate::ports::Secrets;
-use crate::sender::{Channel, OutboundMessage, Sender};
+use crate::sender::Sender;
 
 pub type Result<T> = std::result::Result<T, CommandError<WebhookEndpointError>>;
 
@@ -268,30 +267,13 @@ impl WebhookEndpoints {
             }
         };
         let Some(owner) = owner else { return };
-        let email = match self
-            .pipeline
-            .load::<User, WebhookEndpointError>(&User::stream_id(owner))
-            .await
-        {
-            Ok(user) => match user.state.email {
-                Some(sealed) => self.secrets.open(&sealed).await.ok().flatten(),
-                None => None,
-            },
-            Err(e) => {
-                tracing::warn!(%organization_id, error = %e, "notice not sent: owner not loaded");
-                return;
-            }
-        };
-        let Some(email) = email else { return };
-        let message = OutboundMessage::new(
-            Channel::Email,
-            String::from_utf8_lossy(&email),
+        crate::notice::email_user(
+            &self.pipeline,
+            self.secrets.as_ref(),
+            self.sender.as_ref(),
+            owner,
             text,
-            None,
-            "notice",
-        );
-        if let Err(e) = self.sender.send(&message).await {
-            tracing::warn!(%organization_id, error = %e, "notice not sent");
-        }
+        )
+        .await;
     }
 }
