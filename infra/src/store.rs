@@ -56,7 +56,9 @@ impl SqliteEventStore {
             core: SqlEventStore {
                 pool,
                 backend: Backend::Sqlite,
-                group: None,
+                // Group commit here too: SQLite has one writer and fsyncs every commit, so
+                // appends that arrive together share one write lock and one fsync.
+                group: Some(Arc::default()),
             },
         }
     }
@@ -76,7 +78,8 @@ pub fn open_store(db: &Database) -> Arc<dyn EventStore> {
 struct SqlEventStore {
     pool: AnyPool,
     backend: Backend,
-    /// Postgres: concurrent appends share one transaction (see `group`).
+    /// Concurrent appends share one transaction (see `group`); `None` only for the
+    /// committer's own handle.
     group: Option<Arc<group::GroupCommit>>,
 }
 

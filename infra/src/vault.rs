@@ -193,18 +193,24 @@ impl Vault {
         let mut fresh = Zeroizing::new([0u8; KEY_LEN]);
         OsRng.fill_bytes(fresh.as_mut());
         let wrapped = self.wrap_key(subject, &fresh)?;
-        sqlx::query(
+        let inserted: Option<String> = sqlx::query_scalar(
             "INSERT INTO data_keys (subject, wrapped_key, created_at, destroyed_at) \
-             VALUES ($1, $2, $3, NULL) ON CONFLICT (subject) DO NOTHING",
+             VALUES ($1, $2, $3, NULL) ON CONFLICT (subject) DO NOTHING RETURNING subject",
         )
         .bind(subject)
         .bind(wrapped)
         .bind(now())
-        .execute(&self.inner.db.pool)
+        .fetch_optional(&self.inner.db.pool)
         .await
         .map_err(db_err)?;
+        if inserted.is_some() {
+            // Ours is the stored key.
+            let key: DataKey = Arc::new(fresh);
+            self.remember(subject, &key, epoch);
+            return Ok(key);
+        }
 
-        // Re-read: whichever insert won is the key.
+        // Another writer got there first: whichever insert won is the key.
         match self.load(subject).await? {
             Stored::Live(key) => {
                 self.remember(subject, &key, epoch);

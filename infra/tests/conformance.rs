@@ -1244,7 +1244,7 @@ async fn an_append_waits_for_a_slower_writer_holding_the_append_lock(t: &TestDb)
     );
 }
 
-/// Appends that queue up together (on Postgres they commit as one group) still succeed or
+/// Appends that queue up together (they commit as one group) still succeed or
 /// fail one by one: a version conflict or a taken claim fails only its own request, which
 /// writes nothing, and positions stay gapless.
 async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {

@@ -79,21 +79,26 @@ impl Projector for AuditEventsProjector {
         let resource_key = format!("{}/{resource_id}", event.stream_id);
 
         let scope = field_scope(&event.event_type);
-        let mut changes = Vec::new();
+        let mut fields = Vec::new();
         for (name, raw) in &payload {
             if sub.as_ref().is_some_and(|(f, _)| f == name) || raw.is_null() {
                 continue;
             }
-            let to = shown(name, raw.clone());
             let field = match scope {
                 Some(scope) => format!("{scope}.{name}"),
                 None => name.clone(),
             };
-            let field = &field;
-            let from = get_value(conn, &resource_key, field).await?;
-            set_value(conn, &resource_key, field, &to).await?;
-            changes.push(json!({ "field": field, "from": from, "to": to }));
+            fields.push((field, shown(name, raw.clone())));
         }
+        // One read of the previous values and one write of the new ones, whatever the
+        // number of fields.
+        let previous = get_values(conn, &resource_key, &fields).await?;
+        set_values(conn, &resource_key, &fields).await?;
+        let changes: Vec<Value> = fields
+            .into_iter()
+            .zip(previous)
+            .map(|((field, to), from)| json!({ "field": field, "from": from, "to": to }))
+            .collect();
 
         let (user_id, made_by) = who(event, stream_type, &stream_uuid, owner.as_deref());
         sqlx::query(
@@ -216,38 +221,62 @@ fn who(
     (user, made_by)
 }
 
-async fn get_value(
+/// The shown values `fields` had before (`null` for a first value), in their order.
+async fn get_values(
     conn: &mut AnyConnection,
     resource_key: &str,
-    field: &str,
-) -> Result<Value, ProjectionError> {
-    let row =
-        sqlx::query("SELECT value FROM audit_field_values WHERE resource_key = $1 AND field = $2")
-            .bind(resource_key)
-            .bind(field)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(match row {
-        Some(row) => serde_json::from_str(&row.try_get::<String, _>(0)?).unwrap_or(Value::Null),
-        None => Value::Null,
-    })
+    fields: &[(String, Value)],
+) -> Result<Vec<Value>, ProjectionError> {
+    if fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = (0..fields.len())
+        .map(|i| format!("${}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT field, value FROM audit_field_values WHERE resource_key = $1 AND field IN ({list})"
+    );
+    let mut query = sqlx::query(&sql).bind(resource_key);
+    for (field, _) in fields {
+        query = query.bind(field);
+    }
+    let mut previous = vec![Value::Null; fields.len()];
+    for row in query.fetch_all(&mut *conn).await? {
+        let field: String = row.try_get(0)?;
+        let slot = fields
+            .iter()
+            .position(|(f, _)| *f == field)
+            .and_then(|i| previous.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = serde_json::from_str(&row.try_get::<String, _>(1)?).unwrap_or(Value::Null);
+        }
+    }
+    Ok(previous)
 }
 
-async fn set_value(
+/// Records the new shown values of `fields`, in one statement.
+async fn set_values(
     conn: &mut AnyConnection,
     resource_key: &str,
-    field: &str,
-    value: &Value,
+    fields: &[(String, Value)],
 ) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO audit_field_values (resource_key, field, value) VALUES ($1, $2, $3) \
-         ON CONFLICT (resource_key, field) DO UPDATE SET value = excluded.value",
-    )
-    .bind(resource_key)
-    .bind(field)
-    .bind(value.to_string())
-    .execute(&mut *conn)
-    .await?;
+    if fields.is_empty() {
+        return Ok(());
+    }
+    let rows = (0..fields.len())
+        .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO audit_field_values (resource_key, field, value) VALUES {rows} \
+         ON CONFLICT (resource_key, field) DO UPDATE SET value = excluded.value"
+    );
+    let mut query = sqlx::query(&sql).bind(resource_key);
+    for (field, value) in fields {
+        query = query.bind(field).bind(value.to_string());
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 

@@ -13,6 +13,8 @@ use warden_commands::EventStore;
 use warden_domain::RecordedEvent;
 
 const BATCH: i64 = 500;
+/// Events per read during a rebuild.
+const REBUILD_BATCH: i64 = 2_000;
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +62,27 @@ pub trait Projector: Send + Sync + 'static {
     ) -> Result<(), ProjectionError>;
 }
 
+/// Something in this process that must hear of every event the read models take in, in
+/// log order, whichever instance applied it: an in-memory cache that evicts what an event
+/// changes. It hears of an event before the runner reports that position as reached, so a
+/// request that waited for its write (read-your-writes) never meets a stale entry.
+pub trait Observer: Send + Sync + 'static {
+    fn observe(&self, event: &RecordedEvent);
+}
+
 /// The set of projectors, their runner, and the position they have all reached.
 #[derive(Clone)]
 pub struct Projections {
     pool: AnyPool,
     store: Arc<dyn EventStore>,
     projectors: Arc<Vec<Arc<dyn Projector>>>,
+    /// Each projector's checkpoint row name, aligned with `projectors`.
+    checkpoint_names: Arc<Vec<String>>,
     wake: Arc<Notify>,
+    observers: Arc<Vec<Arc<dyn Observer>>>,
+    /// The position observers have heard of (only the runner moves it; -1 before the
+    /// first pass).
+    observed: Arc<std::sync::atomic::AtomicI64>,
     reached_tx: Arc<watch::Sender<i64>>,
     reached: watch::Receiver<i64>,
     /// The statement that opens a projector's write transaction. SQLite needs
@@ -85,11 +101,18 @@ impl Projections {
         projectors: Vec<Arc<dyn Projector>>,
     ) -> Self {
         let (tx, rx) = watch::channel(0);
+        let checkpoint_names = projectors
+            .iter()
+            .map(|p| checkpoint_name(p.name()))
+            .collect();
         Self {
             pool,
             store,
             projectors: Arc::new(projectors),
+            checkpoint_names: Arc::new(checkpoint_names),
             wake: Arc::new(Notify::new()),
+            observers: Arc::new(Vec::new()),
+            observed: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
             reached_tx: Arc::new(tx),
             reached: rx,
             begin: "BEGIN",
@@ -103,6 +126,20 @@ impl Projections {
         self.begin = begin;
         self.lock_checkpoint = lock_checkpoint;
         self
+    }
+
+    /// Adds an observer (before the runner starts). It hears of events from the current
+    /// head on: what it may hold was loaded from read models that include everything before.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        let mut observers: Vec<Arc<dyn Observer>> = self.observers.iter().cloned().collect();
+        observers.push(observer);
+        self.observers = Arc::new(observers);
+        self
+    }
+
+    /// Whether observers are hearing of events yet (from the runner's first pass on).
+    pub fn observing(&self) -> bool {
+        self.observed.load(std::sync::atomic::Ordering::Acquire) >= 0
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -119,8 +156,9 @@ impl Projections {
         *self.reached.borrow()
     }
 
-    /// Waits until every read model has applied `position` (read-your-writes), polling the
-    /// stored checkpoints too, so another instance's progress counts.
+    /// Waits until every read model has applied `position` (read-your-writes), and this
+    /// process's observers have heard of it. Another instance's progress counts: the
+    /// runner notices it on its next pass (it is woken while we wait).
     pub async fn wait_for(&self, position: i64, timeout: Duration) -> Result<(), ProjectionError> {
         self.wake();
         let mut rx = self.reached.clone();
@@ -131,7 +169,8 @@ impl Projections {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return if self.min_checkpoint().await? >= position {
+                // Without observers the stored checkpoints are the whole truth.
+                return if self.observers.is_empty() && self.min_checkpoint().await? >= position {
                     Ok(())
                 } else {
                     Err(ProjectionError::Timeout)
@@ -142,8 +181,12 @@ impl Projections {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => tokio::time::sleep(step).await,
                 Err(_) => {
-                    if self.min_checkpoint().await? >= position {
-                        return Ok(());
+                    if self.observers.is_empty() {
+                        if self.min_checkpoint().await? >= position {
+                            return Ok(());
+                        }
+                    } else {
+                        self.wake();
                     }
                 }
             }
@@ -151,12 +194,9 @@ impl Projections {
     }
 
     async fn min_checkpoint(&self) -> Result<i64, ProjectionError> {
-        let mut min = i64::MAX;
         let mut conn = self.pool.acquire().await?;
-        for p in self.projectors.iter() {
-            min = min.min(checkpoint(&mut conn, p.name(), "").await?);
-        }
-        Ok(if min == i64::MAX { 0 } else { min })
+        let seen = checkpoints(&mut conn, &self.checkpoint_names, "").await?;
+        Ok(seen.into_iter().min().unwrap_or(0))
     }
 
     /// Follows the log until `shutdown` turns true.
@@ -203,11 +243,7 @@ impl Projections {
         // Look first without a write transaction: an idle poll takes no lock.
         let seen = {
             let mut conn = self.pool.acquire().await?;
-            let mut seen = Vec::with_capacity(self.projectors.len());
-            for p in self.projectors.iter() {
-                seen.push(checkpoint(&mut conn, p.name(), "").await?);
-            }
-            seen
+            checkpoints(&mut conn, &self.checkpoint_names, "").await?
         };
         let from = seen.iter().copied().min().unwrap_or(0);
         let events = self.store.read_all(from, BATCH).await?;
@@ -217,45 +253,92 @@ impl Projections {
             } else {
                 from
             };
+            self.observe_up_to(reached, &[]).await?;
             self.publish_reached(reached);
             return Ok(false);
         };
-        for (p, at) in self.projectors.iter().zip(&seen) {
-            if *at == 0 {
-                // The row must exist for the lock below to hold anything.
-                sqlx::query(
-                    "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
-                     ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(checkpoint_name(p.name()))
-                .bind(warden_domain::chain::format_time(chrono::Utc::now()))
-                .execute(&self.pool)
-                .await?;
-            }
+        if seen.contains(&0) {
+            // The rows must exist for the lock below to hold anything.
+            create_checkpoints(&self.pool, &self.checkpoint_names).await?;
         }
         let mut tx = self.pool.begin_with(self.begin).await?;
-        let mut reached = i64::MAX;
-        for (p, at) in self.projectors.iter().zip(&seen) {
-            let current = checkpoint(&mut tx, p.name(), self.lock_checkpoint).await?;
-            if current != *at {
-                // Someone else (another instance, a rebuild) moved it: start over.
-                tx.rollback().await?;
-                return Ok(true);
-            }
-            if current >= last {
-                reached = reached.min(current);
+        let current = checkpoints(&mut tx, &self.checkpoint_names, self.lock_checkpoint).await?;
+        if current != seen {
+            // Someone else (another instance, a rebuild) moved one: start over.
+            tx.rollback().await?;
+            return Ok(true);
+        }
+        let mut moved = Vec::new();
+        for ((p, at), name) in self
+            .projectors
+            .iter()
+            .zip(&current)
+            .zip(self.checkpoint_names.iter())
+        {
+            if *at >= last {
                 continue;
             }
-            for event in events.iter().filter(|e| e.global_position > current) {
+            for event in events.iter().filter(|e| e.global_position > *at) {
                 p.apply(&mut tx, event).await?;
             }
-            save_checkpoint(&mut tx, p.name(), last).await?;
             metrics_position(p.name(), last);
-            reached = reached.min(last);
+            moved.push(name.as_str());
         }
+        save_checkpoints(&mut tx, &moved, last).await?;
         tx.commit().await?;
+        let reached = current
+            .iter()
+            .map(|at| (*at).max(last))
+            .min()
+            .unwrap_or(last);
+        self.observe_up_to(reached, &events).await?;
         self.publish_reached(reached);
         Ok(true)
+    }
+
+    /// Tells the observers of every event up to `upto` they have not heard of: from
+    /// `known` (events this pass read) where it covers them, else read from the log (events
+    /// another instance applied).
+    async fn observe_up_to(
+        &self,
+        upto: i64,
+        known: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        use std::sync::atomic::Ordering;
+        let mut at = self.observed.load(Ordering::Acquire);
+        if self.observers.is_empty() || at < 0 {
+            // Nothing to tell, or the first pass: observers start from the current head.
+            self.observed.fetch_max(upto, Ordering::AcqRel);
+            return Ok(());
+        }
+        while at < upto {
+            let covered = known.first().is_some_and(|e| e.global_position <= at + 1)
+                && known.last().is_some_and(|e| e.global_position > at);
+            let read;
+            let batch: &[RecordedEvent] = if covered {
+                known
+            } else {
+                read = self.store.read_all(at, BATCH).await?;
+                &read
+            };
+            let mut moved = false;
+            let from = at;
+            for event in batch
+                .iter()
+                .filter(|e| e.global_position > from && e.global_position <= upto)
+            {
+                for observer in self.observers.iter() {
+                    observer.observe(event);
+                }
+                at = event.global_position;
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+            self.observed.store(at, Ordering::Release);
+        }
+        Ok(())
     }
 
     fn publish_reached(&self, reached: i64) {
@@ -272,39 +355,66 @@ impl Projections {
     pub async fn rebuild(
         &self,
         name: &str,
+        progress: impl FnMut(i64, i64) + Send,
+    ) -> Result<i64, ProjectionError> {
+        self.rebuild_many(&[name], progress).await
+    }
+
+    /// Rebuilds several read models in ONE pass over the log and one transaction: each
+    /// batch is read once and every named model applies it, instead of one full read of
+    /// the log per model. Readers see all the old models or all the new ones.
+    pub async fn rebuild_many(
+        &self,
+        names: &[&str],
         mut progress: impl FnMut(i64, i64) + Send,
     ) -> Result<i64, ProjectionError> {
-        let p = self
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !self.projectors.iter().any(|p| p.name() == **n))
+        {
+            return Err(ProjectionError::Unknown((*unknown).to_owned()));
+        }
+        // In registration order (the order live passes apply in); checkpoints are locked in
+        // name order by the statement itself, as in a live pass, so the two never deadlock.
+        let chosen: Vec<(Arc<dyn Projector>, String)> = self
             .projectors
             .iter()
-            .find(|p| p.name() == name)
-            .cloned()
-            .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))?;
+            .zip(self.checkpoint_names.iter())
+            .filter(|(p, _)| names.contains(&p.name()))
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect();
+        let checkpoint_names: Vec<String> = chosen.iter().map(|(_, n)| n.clone()).collect();
+        let name_refs: Vec<&str> = checkpoint_names.iter().map(String::as_str).collect();
+        create_checkpoints(&self.pool, &checkpoint_names).await?;
         let total = self.store.head_position().await?;
         let mut tx = self.pool.begin_with(self.begin).await?;
-        save_checkpoint(&mut tx, p.name(), 0).await?;
-        checkpoint(&mut tx, p.name(), self.lock_checkpoint).await?;
-        for table in p.tables() {
-            sqlx::query(&format!("DELETE FROM {table}"))
-                .execute(&mut *tx)
-                .await?;
+        checkpoints(&mut tx, &checkpoint_names, self.lock_checkpoint).await?;
+        save_checkpoints(&mut tx, &name_refs, 0).await?;
+        for (p, _) in &chosen {
+            for table in p.tables() {
+                sqlx::query(&format!("DELETE FROM {table}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         let mut at = 0;
         let mut applied = 0;
         progress(0, total);
         loop {
-            let events = self.store.read_all(at, BATCH).await?;
+            let events = self.store.read_all(at, REBUILD_BATCH).await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
                 break;
             };
             for event in &events {
-                p.apply(&mut tx, event).await?;
+                for (p, _) in &chosen {
+                    p.apply(&mut tx, event).await?;
+                }
             }
             applied += events.len() as i64;
             at = last;
             progress(applied, total.max(at));
         }
-        save_checkpoint(&mut tx, p.name(), at).await?;
+        save_checkpoints(&mut tx, &name_refs, at).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -314,38 +424,92 @@ fn metrics_position(name: &'static str, position: i64) {
     tracing::trace!(projection = name, position, "projected");
 }
 
-async fn checkpoint(
+/// The positions of `names` (checkpoint row names, sorted), in that order; 0 for a
+/// missing row. One statement; `lock` row-locks them in name order.
+async fn checkpoints(
     conn: &mut AnyConnection,
-    name: &str,
+    names: &[String],
     lock: &str,
-) -> Result<i64, ProjectionError> {
-    let row = sqlx::query(&format!(
-        "SELECT position FROM checkpoints WHERE name = $1{lock}"
-    ))
-    .bind(checkpoint_name(name))
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match row {
-        Some(r) => r.try_get::<i64, _>(0)?,
-        None => 0,
-    })
+) -> Result<Vec<i64>, ProjectionError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = placeholders(1, names.len());
+    let sql = format!(
+        "SELECT name, position FROM checkpoints WHERE name IN ({list}) ORDER BY name{lock}"
+    );
+    let mut query = sqlx::query(&sql);
+    for name in names {
+        query = query.bind(name);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let mut positions = vec![0; names.len()];
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            if let Some(slot) = positions.get_mut(i) {
+                *slot = row.try_get::<i64, _>(1)?;
+            }
+        }
+    }
+    Ok(positions)
 }
 
-async fn save_checkpoint(
+/// Makes sure a checkpoint row exists for each name (at 0 if new).
+async fn create_checkpoints(pool: &AnyPool, names: &[String]) -> Result<(), ProjectionError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let now = warden_domain::chain::format_time(chrono::Utc::now());
+    let values: Vec<String> = (0..names.len())
+        .map(|i| format!("(${}, 0, $1)", i + 2))
+        .collect();
+    let sql = format!(
+        "INSERT INTO checkpoints (name, position, updated_at) VALUES {} \
+         ON CONFLICT (name) DO NOTHING",
+        values.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(now);
+    for name in names {
+        query = query.bind(name);
+    }
+    query.execute(pool).await?;
+    Ok(())
+}
+
+/// Moves every named checkpoint to `position`, in one statement.
+async fn save_checkpoints(
     conn: &mut AnyConnection,
-    name: &str,
+    names: &[&str],
     position: i64,
 ) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
+    if names.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..names.len())
+        .map(|i| format!("(${}, $1, $2)", i + 3))
+        .collect();
+    let sql = format!(
+        "INSERT INTO checkpoints (name, position, updated_at) VALUES {} \
          ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-    )
-    .bind(checkpoint_name(name))
-    .bind(position)
-    .bind(warden_domain::chain::format_time(chrono::Utc::now()))
-    .execute(&mut *conn)
-    .await?;
+        values.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(position)
+        .bind(warden_domain::chain::format_time(chrono::Utc::now()));
+    for name in names {
+        query = query.bind(*name);
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
+}
+
+/// `$first, $first+1, …` for `n` parameters.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn checkpoint_name(projector: &str) -> String {

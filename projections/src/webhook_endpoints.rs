@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
-use sqlx::{AnyConnection, AnyPool, FromRow};
+use sqlx::{AnyConnection, AnyPool, FromRow, Row};
 use uuid::Uuid;
 use warden_commands::EventStore;
 use warden_domain::chain::format_time;
@@ -68,11 +68,21 @@ impl Projector for WebhookEndpointsProjector {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        let Some(org) = owner(conn, event).await? else {
-            return Ok(());
+        let (org, routes) = if event.version == 1 || event.stream_type == "webhook_endpoint" {
+            let Some(org) = owner(conn, event).await? else {
+                return Ok(());
+            };
+            let routes = routes_of(conn, &org).await?;
+            (org, routes)
+        } else {
+            // The common case in one statement: the stream's organization and its routes.
+            let Some(found) = stream_routes(conn, &event.stream_id).await? else {
+                return Ok(());
+            };
+            found
         };
         // Enqueue first, so an endpoint's own creation goes to the others, not to itself.
-        enqueue_for_subscribers(conn, event, &org).await?;
+        enqueue_for_subscribers(conn, event, &org, routes).await?;
         if event.stream_type == "webhook_endpoint" {
             let e: WebhookEndpointEvent = event
                 .decode()
@@ -131,18 +141,55 @@ fn subscribed(event_types: &str, event_type: &str) -> bool {
     serde_json::from_str::<EventFilter>(event_types).is_ok_and(|f| f.matches(event_type))
 }
 
-async fn enqueue_for_subscribers(
-    conn: &mut AnyConnection,
-    event: &RecordedEvent,
-    org: &str,
-) -> Result<(), ProjectionError> {
-    let routes = sqlx::query_as::<_, Route>(
+/// The enabled endpoints of an organization.
+async fn routes_of(conn: &mut AnyConnection, org: &str) -> Result<Vec<Route>, ProjectionError> {
+    Ok(sqlx::query_as::<_, Route>(
         "SELECT endpoint_id, url, event_types FROM webhook_endpoints \
          WHERE organization_id = $1 AND enabled = 1",
     )
     .bind(org)
     .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// The organization a known stream belongs to and its enabled endpoints, in one statement;
+/// `None` for a stream of no organization.
+async fn stream_routes(
+    conn: &mut AnyConnection,
+    stream_id: &str,
+) -> Result<Option<(String, Vec<Route>)>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT o.organization_id, e.endpoint_id, e.url, e.event_types \
+         FROM webhook_stream_owners o LEFT JOIN webhook_endpoints e \
+         ON e.organization_id = o.organization_id AND e.enabled = 1 \
+         WHERE o.stream_id = $1",
+    )
+    .bind(stream_id)
+    .fetch_all(&mut *conn)
     .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let org: String = first.try_get(0)?;
+    let mut routes = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(endpoint_id) = row.try_get::<Option<String>, _>(1)? {
+            routes.push(Route {
+                endpoint_id,
+                url: row.try_get(2)?,
+                event_types: row.try_get(3)?,
+            });
+        }
+    }
+    Ok(Some((org, routes)))
+}
+
+async fn enqueue_for_subscribers(
+    conn: &mut AnyConnection,
+    event: &RecordedEvent,
+    org: &str,
+    routes: Vec<Route>,
+) -> Result<(), ProjectionError> {
     // An endpoint's own events (its disabling above all) are for the others.
     let own = event.stream_id.strip_prefix("webhook_endpoint-");
     let mut body = None;

@@ -108,11 +108,17 @@ impl VerifyCommands {
         let profile_stream = VerifyProfile::stream_id(cmd.profile_id);
         let mut position = None;
         let mut committed = false;
+        // The first attempt decides on the profile as loaded above; a retry reloads it.
+        let mut first = Some(first);
         for attempt in 0..MAX_ATTEMPTS {
-            let loaded = self
-                .pipeline
-                .load::<VerifyProfile, VerifyError>(&profile_stream)
-                .await?;
+            let loaded = match first.take() {
+                Some(loaded) => loaded,
+                None => {
+                    self.pipeline
+                        .load::<VerifyProfile, VerifyError>(&profile_stream)
+                        .await?
+                }
+            };
             if !loaded.state.visible_to(cmd.organization_id) {
                 return Err(domain(profile::VerifyProfileError::NotFound));
             }

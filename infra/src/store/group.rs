@@ -1,6 +1,6 @@
-//! Group commit on Postgres: concurrent appends queue for one committer task, which runs
-//! whatever has queued as ONE transaction — one append lock, one commit, one WAL flush
-//! for the whole batch — instead of one each.
+//! Group commit (Postgres and SQLite): concurrent appends queue for one committer task,
+//! which runs whatever has queued as ONE transaction — one append lock, one commit, one
+//! WAL flush for the whole batch — instead of one each.
 //!
 //! Every request still gets its own checks and its own answer: each is prepared (claims,
 //! idempotency mark, expected versions, hash chain) in turn, inside a savepoint when it
