@@ -50,6 +50,8 @@ pub struct Inner {
     pub verify: VerifyCommands,
     pub webhooks: WebhookEndpoints,
     pub projections: Projections,
+    /// What bearer tokens open, evicted by the projection runner (see `api::auth_cache`).
+    pub auth_cache: Arc<api::auth_cache::AuthCache>,
     pub relay_wake: Arc<Notify>,
     /// Nudges the webhook dispatcher once read models (and so the delivery queue) moved.
     pub webhook_wake: Arc<Notify>,
@@ -143,7 +145,9 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         settings.validate()?;
-        let core = Core::open(&settings.storage).await?;
+        let mut core = Core::open(&settings.storage).await?;
+        let auth_cache = api::auth_cache::AuthCache::new();
+        core.projections = core.projections.with_observer(auth_cache.clone());
         let pipeline =
             Pipeline::new(core.store.clone(), clock.clone()).with_secrets(core.secrets.clone());
         let policy = SessionPolicy {
@@ -220,6 +224,7 @@ impl Application {
             verify,
             webhooks,
             projections: core.projections,
+            auth_cache,
             relay_wake,
             webhook_wake,
             relayed: relay.position,

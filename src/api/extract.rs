@@ -2,6 +2,7 @@
 //! identity from a bearer token, and the request facts every event records.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -17,6 +18,7 @@ use warden_domain::values::ValidationError;
 use warden_domain::EventMetadata;
 use warden_projections::{members, sessions, users};
 
+use super::auth_cache::{Credential, Resolved};
 use super::error::ApiError;
 use crate::app::AppState;
 
@@ -131,7 +133,7 @@ pub fn all_valid(
 
 /// Who is calling: a signed-in user (session token) or an API key acting as its user, with
 /// the permissions they hold right now.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Principal {
     pub user_id: Uuid,
     pub organization_id: Uuid,
@@ -139,6 +141,22 @@ pub struct Principal {
     pub session_id: Option<Uuid>,
     pub api_key_id: Option<Uuid>,
     pub permissions: PermissionSet,
+    /// The caller's user row, as read when the request was authenticated.
+    pub user: Arc<users::UserRow>,
+}
+
+/// Ids and rights only: the user row's personal data stays out of any log line.
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("user_id", &self.user_id)
+            .field("organization_id", &self.organization_id)
+            .field("role", &self.role)
+            .field("session_id", &self.session_id)
+            .field("api_key_id", &self.api_key_id)
+            .field("permissions", &self.permissions)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Principal {
@@ -181,37 +199,101 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// What a bearer token opens.
-pub enum Credential {
-    Session {
-        session: sessions::SessionRow,
-        last_used: chrono::DateTime<chrono::Utc>,
-    },
-    ApiKey(members::ApiKeyRow),
-}
-
-impl Credential {
-    fn user_id(&self) -> &str {
-        match self {
-            Credential::Session { session, .. } => &session.user_id,
-            Credential::ApiKey(key) => &key.user_id,
-        }
-    }
-}
-
-/// The live session or unrevoked API key a token opens, if its user is enabled.
-pub async fn authenticate(state: &AppState, token: &str) -> Result<Option<Credential>, ApiError> {
-    let credential = match live_session(state, token).await? {
-        Some((session, last_used)) => Credential::Session { session, last_used },
+/// The live session or unrevoked API key a token opens, with its user (if enabled) and
+/// the permissions they hold: from the [`AuthCache`](super::auth_cache::AuthCache) when it
+/// has a fresh entry, else from the read models (and then cached). Expiry, the idle
+/// timeout and the user's status are checked on every call.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Option<Resolved>, ApiError> {
+    let digest = state.secrets.token_digest(token);
+    let now = state.now();
+    let resolved = match state.auth_cache.get(digest.as_str()) {
+        Some(hit) => hit,
         None => {
-            let digest = state.secrets.token_digest(token);
-            match members::find_api_key(&state.db.pool, digest.as_str()).await? {
-                Some(key) => Credential::ApiKey(key),
-                None => return Ok(None),
+            let generation = state.auth_cache.generation();
+            let Some(found) = resolve(state, digest.as_str(), now).await? else {
+                return Ok(None);
+            };
+            if state.projections.observing() {
+                state
+                    .auth_cache
+                    .insert(digest.as_str(), found.clone(), generation);
             }
+            found
         }
     };
-    Ok(Some(credential))
+    if resolved.user.status != "enabled" {
+        return Ok(None);
+    }
+    if let Credential::Session { session, last_used } = &resolved.credential {
+        let expired = parse_time(&session.expires_at)? <= now;
+        let idle = *last_used + chrono::Duration::seconds(session.idle_timeout_secs) <= now;
+        if session.ended_at.is_some() || expired || idle {
+            return Ok(None);
+        }
+    }
+    // Use is recorded at most once a minute: the idle timeout is exact to a minute and a
+    // burst of reads costs no writes.
+    let (last_used, touch) = match &resolved.credential {
+        Credential::Session { session, last_used } => (Some(*last_used), Some(&session.session_id)),
+        Credential::ApiKey { key, last_used } => (*last_used, Some(&key.key_id)),
+    };
+    let stale = last_used
+        .is_none_or(|last| now - last >= chrono::Duration::seconds(ACTIVITY_GRANULARITY_SECS));
+    if let (true, Some(id)) = (stale, touch) {
+        let now_text = format_time(now);
+        match &resolved.credential {
+            Credential::Session { .. } => sessions::touch(&state.db.pool, id, &now_text).await?,
+            Credential::ApiKey { .. } => {
+                members::touch_api_key(&state.db.pool, id, &now_text).await?
+            }
+        }
+        state.auth_cache.touched(digest.as_str(), now);
+    }
+    Ok(Some(resolved))
+}
+
+/// The read-model look-up behind [`authenticate`].
+async fn resolve(
+    state: &AppState,
+    digest: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Resolved>, ApiError> {
+    let pool = &state.db.pool;
+    let credential = match sessions::find_live(pool, digest, &format_time(now)).await? {
+        Some(session) => {
+            let last_used = parse_time(&sessions::last_activity(pool, &session).await?)?;
+            Credential::Session { session, last_used }
+        }
+        None => match members::find_api_key(pool, digest).await? {
+            Some(key) => {
+                let last_used = members::api_key_last_used(pool, &key.key_id)
+                    .await?
+                    .map(|t| parse_time(&t))
+                    .transpose()?;
+                Credential::ApiKey { key, last_used }
+            }
+            None => return Ok(None),
+        },
+    };
+    let Some(user) = users::get(pool, credential.user_id()).await? else {
+        return Ok(None);
+    };
+    let permissions = if user.role == "organization_owner" {
+        PermissionSet::all()
+    } else {
+        let mut set = PermissionSet::default();
+        for list in members::group_permissions(pool, &user.user_id).await? {
+            let granted: PermissionSet =
+                serde_json::from_str(&list).map_err(|e| ApiError::internal(&e))?;
+            set.extend(&granted);
+        }
+        set
+    };
+    Ok(Some(Resolved {
+        credential,
+        user: Arc::new(user),
+        permissions,
+    }))
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -222,17 +304,11 @@ impl FromRequestParts<AppState> for Principal {
             return Ok(p.clone());
         }
         let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        let now = state.now();
-        let now_text = format_time(now);
-        let credential = authenticate(state, token)
+        let resolved = authenticate(state, token)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        let user = users::get(&state.db.pool, credential.user_id())
-            .await?
-            .filter(|u| u.status == "enabled")
-            .ok_or_else(ApiError::unauthorized)?;
-        let (session_id, api_key_id) = match &credential {
-            Credential::Session { session, last_used } => {
+        let (session_id, api_key_id) = match &resolved.credential {
+            Credential::Session { session, .. } => {
                 if session.scope.as_deref() == Some(SETUP_SCOPE) && !setup_may_use(parts) {
                     return Err(ApiError::new(
                         axum::http::StatusCode::FORBIDDEN,
@@ -241,69 +317,23 @@ impl FromRequestParts<AppState> for Principal {
                         "Your organization requires two-factor authentication: enroll a second factor, then sign in again.",
                     ));
                 }
-                // Activity is recorded at most once a minute: the idle timeout is exact to a
-                // minute and a burst of reads costs no writes.
-                if now - *last_used >= chrono::Duration::seconds(ACTIVITY_GRANULARITY_SECS) {
-                    sessions::touch(&state.db.pool, &session.session_id, &now_text).await?;
-                }
                 (Some(parse_uuid(&session.session_id)?), None)
             }
-            Credential::ApiKey(key) => {
-                let stale = match members::api_key_last_used(&state.db.pool, &key.key_id).await? {
-                    Some(last) => {
-                        parse_time(&last)?
-                            < now - chrono::Duration::seconds(ACTIVITY_GRANULARITY_SECS)
-                    }
-                    None => true,
-                };
-                if stale {
-                    members::touch_api_key(&state.db.pool, &key.key_id, &now_text).await?;
-                }
-                (None, Some(parse_uuid(&key.key_id)?))
-            }
+            Credential::ApiKey { key, .. } => (None, Some(parse_uuid(&key.key_id)?)),
         };
-        let permissions = if user.role == "organization_owner" {
-            PermissionSet::all()
-        } else {
-            let mut set = PermissionSet::default();
-            for list in members::group_permissions(&state.db.pool, &user.user_id).await? {
-                let granted: PermissionSet =
-                    serde_json::from_str(&list).map_err(|e| ApiError::internal(&e))?;
-                set.extend(&granted);
-            }
-            set
-        };
+        let user = resolved.user;
         let principal = Principal {
             user_id: parse_uuid(&user.user_id)?,
             organization_id: parse_uuid(&user.organization_id)?,
-            role: user.role,
+            role: user.role.clone(),
             session_id,
             api_key_id,
-            permissions,
+            permissions: resolved.permissions,
+            user,
         };
         parts.extensions.insert(principal.clone());
         Ok(principal)
     }
-}
-
-/// The live session a token opens (not ended, within its lifetime and idle timeout), with
-/// when it was last used.
-pub async fn live_session(
-    state: &AppState,
-    token: &str,
-) -> Result<Option<(sessions::SessionRow, chrono::DateTime<chrono::Utc>)>, ApiError> {
-    let digest = state.secrets.token_digest(token);
-    let now = state.now();
-    let Some(session) =
-        sessions::find_live(&state.db.pool, digest.as_str(), &format_time(now)).await?
-    else {
-        return Ok(None);
-    };
-    let last = parse_time(&sessions::last_activity(&state.db.pool, &session).await?)?;
-    if last + chrono::Duration::seconds(session.idle_timeout_secs) <= now {
-        return Ok(None);
-    }
-    Ok(Some((session, last)))
 }
 
 fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {

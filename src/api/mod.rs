@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod asyncapi;
 pub mod audit;
+pub mod auth_cache;
 pub mod authz;
 pub mod docs;
 pub mod error;

@@ -28,12 +28,19 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(get, path = "/v2/users/me", tag = "Users",
     responses((status = 200, description = "The user"), (status = 401, description = "Not signed in")),
     security(("bearer" = [])))]
-pub async fn get_me(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> ApiResult<axum::Json<Value>> {
+pub async fn get_me(principal: Principal) -> ApiResult<axum::Json<Value>> {
+    // The row the request was authenticated with: read for this request (or cached and
+    // evicted by any event on this user's stream, see `auth_cache`).
     Ok(axum::Json(
-        json!({ "data": views::user(&state, principal.user_id).await? }),
+        json!({ "data": views::user_row(&principal.user) }),
+    ))
+}
+
+/// The caller as the read models show them after their own command (read again: the row
+/// the request was authenticated with predates it).
+async fn me_after_change(state: &AppState, principal: &Principal) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(
+        json!({ "data": views::user(state, principal.user_id).await? }),
     ))
 }
 
@@ -92,7 +99,7 @@ pub async fn patch_me(
         )
         .await?;
     state.caught_up(position).await?;
-    get_me(State(state), principal).await
+    me_after_change(&state, &principal).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -126,7 +133,7 @@ pub async fn change_email(
         )
         .await?;
     state.caught_up(position).await?;
-    get_me(State(state), principal).await
+    me_after_change(&state, &principal).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -169,5 +176,5 @@ pub async fn change_password(
         )
         .await?;
     state.caught_up(position).await?;
-    get_me(State(state), principal).await
+    me_after_change(&state, &principal).await
 }

@@ -12,7 +12,12 @@ pub async fn user(state: &AppState, user_id: Uuid) -> ApiResult<Value> {
     let row = users::get(&state.db.pool, &user_id.to_string())
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(json!({
+    Ok(user_row(&row))
+}
+
+/// A user row as `GET /v2/users/me` shows it.
+pub fn user_row(row: &users::UserRow) -> Value {
+    json!({
         "record_type": row.role,
         "id": row.user_id,
         "organization_id": row.organization_id,
@@ -30,7 +35,7 @@ pub async fn user(state: &AppState, user_id: Uuid) -> ApiResult<Value> {
             "phone_number": null,
             "backup_codes_remaining": row.backup_codes_remaining,
         },
-    }))
+    })
 }
 
 /// The organization as `GET /v2/organization` shows it.

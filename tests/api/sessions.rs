@@ -161,3 +161,56 @@ async fn changing_the_password_ends_other_sessions_and_needs_the_current_one() {
         201
     );
 }
+
+/// Tokens are cached in memory per instance (`api::auth_cache`). A sign-out or a change
+/// made through one instance reaches the other's cache through its projection runner: the
+/// other instance refuses the ended session, and shows the new name, within a second.
+#[tokio::test]
+async fn a_session_ended_on_one_instance_is_refused_by_another_within_a_second() {
+    let a = spawn_app_on(Backend::Postgres).await;
+    let b = spawn_with_clock(a.settings.clone(), a.clock.clone()).await;
+    let (_, token) = a.owner().await;
+    let other = a.sign_in_with(&a.owner().await.0, PASSWORD).await;
+    let other_token = other.data()["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // b caches both tokens.
+    for t in [&token, &other_token] {
+        assert_eq!(b.get("/v2/users/me", t).await.status, 200);
+        assert_eq!(b.get("/v2/users/me", t).await.status, 200);
+    }
+
+    let r = a
+        .request(
+            Method::PATCH,
+            "/v2/users/me",
+            Some(&other_token),
+            Some(json!({ "first_name": "Grace" })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = a
+        .request(Method::DELETE, "/v2/sessions/current", Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(
+        a.get("/v2/users/me", &token).await.status,
+        401,
+        "at once on a"
+    );
+
+    let started = std::time::Instant::now();
+    let mut refused = false;
+    let mut renamed = false;
+    while started.elapsed() < std::time::Duration::from_millis(1_500) && !(refused && renamed) {
+        refused = refused || b.get("/v2/users/me", &token).await.status == 401;
+        renamed =
+            renamed || b.get("/v2/users/me", &other_token).await.data()["first_name"] == "Grace";
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(refused, "b still accepts the ended session after 1.5 s");
+    assert!(renamed, "b still shows the old name after 1.5 s");
+    // Once refused, never accepted again.
+    assert_eq!(b.get("/v2/users/me", &token).await.status, 401);
+}
