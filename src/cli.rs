@@ -117,26 +117,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             crate::telemetry::init_for_tool();
             let core = Core::open(&storage).await?;
-            let names: Vec<String> = match name {
-                Some(n) => vec![n],
-                None => core
-                    .projections
-                    .names()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
+            let names: Vec<&str> = match &name {
+                Some(n) => vec![n.as_str()],
+                None => core.projections.names(),
             };
-            for name in names {
-                let progress = bar(0, &name);
-                let applied = core
-                    .projections
-                    .rebuild(&name, |done, total| {
-                        progress.set_length(total.max(0) as u64);
-                        progress.set_position(done.max(0) as u64);
-                    })
-                    .await
-                    .with_context(|| format!("rebuilding {name}"))?;
-                progress.finish();
+            // All of them in one pass over the log (one read per batch, one transaction).
+            let label = names.join(", ");
+            let progress = bar(
+                0,
+                if names.len() == 1 {
+                    &label
+                } else {
+                    "read models"
+                },
+            );
+            let applied = core
+                .projections
+                .rebuild_many(&names, |done, total| {
+                    progress.set_length(total.max(0) as u64);
+                    progress.set_position(done.max(0) as u64);
+                })
+                .await
+                .with_context(|| format!("rebuilding {label}"))?;
+            progress.finish();
+            for name in &names {
                 println!("{name}: rebuilt from {applied} events");
             }
             Ok(0)
