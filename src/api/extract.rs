@@ -209,11 +209,15 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Option<Resolv
     let resolved = match state.auth_cache.get(digest.as_str()) {
         Some(hit) => hit,
         None => {
+            // Both are read BEFORE the look-up: keeping its result is only safe if the
+            // runner was already observing when it began (so every later event reaches the
+            // cache), and it is dropped if anything was evicted meanwhile.
+            let observing = state.projections.observing();
             let generation = state.auth_cache.generation();
             let Some(found) = resolve(state, digest.as_str(), now).await? else {
                 return Ok(None);
             };
-            if state.projections.observing() {
+            if observing {
                 state
                     .auth_cache
                     .insert(digest.as_str(), found.clone(), generation);
