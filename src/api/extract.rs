@@ -237,13 +237,13 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Option<Resolv
     }
     // Use is recorded at most once a minute: the idle timeout is exact to a minute and a
     // burst of reads costs no writes.
-    let (last_used, touch) = match &resolved.credential {
-        Credential::Session { session, last_used } => (Some(*last_used), Some(&session.session_id)),
-        Credential::ApiKey { key, last_used } => (*last_used, Some(&key.key_id)),
+    let (last_used, id) = match &resolved.credential {
+        Credential::Session { session, last_used } => (Some(*last_used), &session.session_id),
+        Credential::ApiKey { key, last_used } => (*last_used, &key.key_id),
     };
     let stale = last_used
         .is_none_or(|last| now - last >= chrono::Duration::seconds(ACTIVITY_GRANULARITY_SECS));
-    if let (true, Some(id)) = (stale, touch) {
+    if stale {
         let now_text = format_time(now);
         match &resolved.credential {
             Credential::Session { .. } => sessions::touch(&state.db.pool, id, &now_text).await?,
