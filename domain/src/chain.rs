@@ -92,14 +92,62 @@ pub fn verify(events: &[RawEvent]) -> ChainReport {
     }
 }
 
-/// The fixed text form of `recorded_at` that is stored and hashed.
+/// The fixed text form of `recorded_at` that is stored and hashed:
+/// `%Y-%m-%dT%H:%M:%S%.6fZ`. Written field by field (chrono's formatter re-parses the
+/// pattern on every call, and projectors call this for every event they replay); years
+/// outside 0..=9999 and leap seconds take chrono's own path, so the text is the same.
 pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let (year, nanos) = (t.year(), t.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    }
+    let mut out = String::with_capacity(27);
+    let _ = write!(
+        out,
+        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        nanos / 1_000
+    );
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_time_writes_what_the_chrono_pattern_writes() {
+        use chrono::{TimeZone, Utc};
+        let chrono_text = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let mut seconds: i64 = -62_167_219_200; // 0000-01-01
+        let mut nanos: u32 = 0;
+        // A walk over 10,000 years with odd steps, so every field takes many values.
+        while seconds < 253_402_300_800 {
+            let t = Utc.timestamp_opt(seconds, nanos).single().unwrap();
+            assert_eq!(format_time(t), chrono_text(t));
+            seconds += 31_622_407 + i64::from(nanos % 997);
+            nanos = (nanos + 123_456_789) % 1_000_000_000;
+        }
+        for t in [
+            Utc.with_ymd_and_hms(2026, 12, 6, 3, 4, 5).unwrap(),
+            Utc.timestamp_opt(0, 999_999_999).unwrap(),
+            Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 12, 31, 23, 59, 59).unwrap(),
+            Utc.timestamp_opt(1_483_228_799, 1_500_000_000).unwrap(), // a leap second
+        ] {
+            assert_eq!(format_time(t), chrono_text(t));
+        }
+        assert_eq!(
+            format_time(Utc.timestamp_opt(1_765_000_000, 1_234_567).unwrap()),
+            "2025-12-06T05:46:40.001234Z"
+        );
+    }
 
     fn event(version: i64, prev: &str) -> RawEvent {
         let mut e = RawEvent {
