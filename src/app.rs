@@ -146,6 +146,7 @@ impl Application {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         settings.validate()?;
         let mut core = Core::open(&settings.storage).await?;
+        warden_infra::vault::Vault::warm_up_hashing();
         let auth_cache = api::auth_cache::AuthCache::new();
         core.projections = core.projections.with_observer(auth_cache.clone());
         let pipeline =

@@ -84,11 +84,17 @@ enum Stored {
 impl Vault {
     /// Builds the vault over an open (and migrated) database. Derives the key-wrapping key
     /// and the digest pepper from `master`, which is then dropped (and zeroized).
+    /// Starts computing, in the background, the dummy hash that an unknown account's
+    /// sign-in is checked against, so the first such sign-in does not pay for it. For the
+    /// server; a one-off command (a rebuild, an export) never signs anyone in.
+    pub fn warm_up_hashing() {
+        hashing::Hasher::warm_up();
+    }
+
     pub fn new(db: Database, master: MasterKey) -> Self {
         let wrapping_key = master.derive(master_key::LABEL_WRAPPING);
         let pepper = master.derive(master_key::LABEL_PEPPER);
         drop(master);
-        hashing::Hasher::warm_up();
         Self {
             inner: Arc::new(Inner {
                 db,
