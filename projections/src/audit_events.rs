@@ -11,6 +11,8 @@
 //! out.
 
 use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{json, Map, Value};
 use sqlx::{AnyConnection, AnyPool, Row};
 use warden_domain::chain::format_time;
@@ -45,81 +47,399 @@ impl Projector for AuditEventsProjector {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        let stream_type = event.stream_type.as_str();
-        if !AUDITED.contains(&stream_type) {
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Every entry reads what earlier events left (a stream's organization and owner, a
+    /// field's previous value), so the batch keeps those in memory: they are read in a few
+    /// statements up front, folded event by event, and written back with the new entries
+    /// in multi-row statements at the end.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let planned: Vec<Planned> = events.iter().filter_map(plan).collect();
+        if planned.is_empty() {
             return Ok(());
         }
-        let stream_uuid = event
-            .stream_id
-            .split_once('-')
-            .map(|(_, id)| id.to_owned())
-            .unwrap_or_default();
-        let payload = event.payload.as_object().cloned().unwrap_or_default();
-        remember_stream(conn, event, stream_type, &stream_uuid, &payload).await?;
-        let Some((organization_id, owner)) = stream_owner(conn, &event.stream_id).await? else {
-            return Ok(());
+        let mut batch = Batch::default();
+        batch.preload(conn, &planned).await?;
+        for p in planned {
+            batch.fold(conn, p).await?;
+        }
+        batch.flush(conn).await
+    }
+}
+
+/// What an event's entry needs that does not depend on earlier events.
+struct Planned<'e> {
+    event: &'e RecordedEvent,
+    stream_type: &'e str,
+    stream_uuid: String,
+    payload: Map<String, Value>,
+    /// The sub-resource the change is about, as (field, id).
+    sub: Option<(&'static str, String)>,
+    resource_key: String,
+    /// (field as shown, new shown value), in payload order.
+    fields: Vec<(String, Value)>,
+}
+
+/// The event's audit entry parts, or `None` for a stream that is not audited.
+fn plan(event: &RecordedEvent) -> Option<Planned<'_>> {
+    let stream_type = event.stream_type.as_str();
+    if !AUDITED.contains(&stream_type) {
+        return None;
+    }
+    let stream_uuid = event
+        .stream_id
+        .split_once('-')
+        .map(|(_, id)| id.to_owned())
+        .unwrap_or_default();
+    let payload = event.payload.as_object().cloned().unwrap_or_default();
+    // The sub-resource the change is about, if any (a member removed from the
+    // organization is that user).
+    let sub = SUB_RESOURCE_FIELDS
+        .iter()
+        .copied()
+        .chain((stream_type == "organization").then_some("user_id"))
+        .find_map(|f| {
+            payload
+                .get(f)
+                .and_then(Value::as_str)
+                .map(|v| (f, v.to_owned()))
+        });
+    let resource_id = sub
+        .as_ref()
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(&stream_uuid);
+    let resource_key = format!("{}/{resource_id}", event.stream_id);
+    let scope = field_scope(&event.event_type);
+    let mut fields = Vec::new();
+    for (name, raw) in &payload {
+        if sub.as_ref().is_some_and(|(f, _)| f == name) || raw.is_null() {
+            continue;
+        }
+        let field = match scope {
+            Some(scope) => format!("{scope}.{name}"),
+            None => name.clone(),
         };
+        fields.push((field, shown(name, raw.clone())));
+    }
+    Some(Planned {
+        event,
+        stream_type,
+        stream_uuid,
+        payload,
+        sub,
+        resource_key,
+        fields,
+    })
+}
 
-        // The sub-resource the change is about, if any (a member removed from the
-        // organization is that user).
-        let sub = SUB_RESOURCE_FIELDS
-            .iter()
-            .copied()
-            .chain((stream_type == "organization").then_some("user_id"))
-            .find_map(|f| {
-                payload
-                    .get(f)
-                    .and_then(Value::as_str)
-                    .map(|v| (f, v.to_owned()))
-            });
-        let resource_id = sub
-            .as_ref()
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| stream_uuid.clone());
-        let resource_key = format!("{}/{resource_id}", event.stream_id);
+/// A row of `audit_streams`: the organization a stream belongs to, and for an
+/// organization's own stream its owner.
+#[derive(Debug, Clone)]
+struct StreamRow {
+    organization_id: String,
+    owner_user_id: Option<String>,
+}
 
-        let scope = field_scope(&event.event_type);
-        let mut fields = Vec::new();
-        for (name, raw) in &payload {
-            if sub.as_ref().is_some_and(|(f, _)| f == name) || raw.is_null() {
-                continue;
+/// A batch's view of the projector's state, and what it will write.
+#[derive(Default)]
+struct Batch {
+    /// `audit_streams` rows read or written in this batch (`None`: no such row).
+    streams: HashMap<String, Option<StreamRow>>,
+    changed_streams: HashSet<String>,
+    /// Shown field values by resource key, for every key this batch touches.
+    values: HashMap<String, HashMap<String, Value>>,
+    changed_values: HashSet<(String, String)>,
+    entries: Vec<Entry>,
+}
+
+/// A new row of `audit_events`.
+struct Entry {
+    event_id: String,
+    global_position: i64,
+    organization_id: String,
+    created_at: String,
+    change_type: String,
+    resource_id: String,
+    alternate_resource_id: String,
+    user_id: Option<String>,
+    change_made_by: &'static str,
+    changes: String,
+}
+
+/// Rows per multi-row statement (at most 10 binds a row, well under every bind limit).
+const ROWS_PER_STATEMENT: usize = 200;
+
+impl Batch {
+    /// Reads, in a few statements, the stream rows and field values the batch will need.
+    async fn preload(
+        &mut self,
+        conn: &mut AnyConnection,
+        planned: &[Planned<'_>],
+    ) -> Result<(), ProjectionError> {
+        let mut wanted: Vec<String> = Vec::new();
+        for p in planned {
+            wanted.push(p.event.stream_id.clone());
+            if let Some(org) = named_organization(p.stream_type, &p.stream_uuid, &p.payload) {
+                wanted.push(format!("organization-{org}"));
             }
-            let field = match scope {
-                Some(scope) => format!("{scope}.{name}"),
-                None => name.clone(),
-            };
-            fields.push((field, shown(name, raw.clone())));
         }
-        // One read of the previous values and one write of the new ones, whatever the
-        // number of fields.
-        let previous = get_values(conn, &resource_key, &fields).await?;
-        set_values(conn, &resource_key, &fields).await?;
-        let changes: Vec<Value> = fields
-            .into_iter()
-            .zip(previous)
-            .map(|((field, to), from)| json!({ "field": field, "from": from, "to": to }))
+        self.load_streams(conn, wanted).await?;
+        // The organizations of streams that were already known.
+        let owners: Vec<String> = self
+            .streams
+            .values()
+            .flatten()
+            .map(|row| format!("organization-{}", row.organization_id))
             .collect();
+        self.load_streams(conn, owners).await?;
 
-        let (user_id, made_by) = who(event, stream_type, &stream_uuid, owner.as_deref());
-        sqlx::query(
-            "INSERT INTO audit_events (event_id, global_position, organization_id, created_at, \
-             change_type, resource_id, alternate_resource_id, user_id, change_made_by, changes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(event.event_id.to_string())
-        .bind(event.global_position)
-        .bind(organization_id)
-        .bind(format_time(event.recorded_at))
-        .bind(&event.event_type)
-        .bind(resource_id)
-        .bind(&event.stream_id)
-        .bind(user_id)
-        .bind(made_by)
-        .bind(Value::Array(changes).to_string())
-        .execute(&mut *conn)
-        .await?;
+        let mut keys: Vec<String> = planned
+            .iter()
+            .filter(|p| !p.fields.is_empty())
+            .map(|p| p.resource_key.clone())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT resource_key, field, value FROM audit_field_values \
+                 WHERE resource_key IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            for key in chunk {
+                self.values.entry(key.clone()).or_default();
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let key: String = row.try_get(0)?;
+                let field: String = row.try_get(1)?;
+                let value =
+                    serde_json::from_str(&row.try_get::<String, _>(2)?).unwrap_or(Value::Null);
+                self.values.entry(key).or_default().insert(field, value);
+            }
+        }
         Ok(())
     }
+
+    /// Reads the `audit_streams` rows of `ids` not already known.
+    async fn load_streams(
+        &mut self,
+        conn: &mut AnyConnection,
+        mut ids: Vec<String>,
+    ) -> Result<(), ProjectionError> {
+        ids.retain(|id| !self.streams.contains_key(id));
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT stream_id, organization_id, owner_user_id FROM audit_streams \
+                 WHERE stream_id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for id in chunk {
+                self.streams.insert(id.clone(), None);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let id: String = row.try_get(0)?;
+                let found = StreamRow {
+                    organization_id: row.try_get(1)?,
+                    owner_user_id: row.try_get(2)?,
+                };
+                self.streams.insert(id, Some(found));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stream's row, read if this batch has not seen it.
+    async fn stream(
+        &mut self,
+        conn: &mut AnyConnection,
+        id: &str,
+    ) -> Result<Option<StreamRow>, ProjectionError> {
+        if !self.streams.contains_key(id) {
+            self.load_streams(conn, vec![id.to_owned()]).await?;
+        }
+        Ok(self.streams.get(id).cloned().flatten())
+    }
+
+    /// One event's entry, from and into the batch's state.
+    async fn fold(
+        &mut self,
+        conn: &mut AnyConnection,
+        p: Planned<'_>,
+    ) -> Result<(), ProjectionError> {
+        let event = p.event;
+        // Record which organization the stream belongs to (and an organization's owner)
+        // from the events that say so. An existing row keeps its organization.
+        if let Some(org) = named_organization(p.stream_type, &p.stream_uuid, &p.payload) {
+            let owner = p.payload.get("owner_user_id").and_then(Value::as_str);
+            let row = match self.stream(conn, &event.stream_id).await? {
+                Some(known) => StreamRow {
+                    owner_user_id: owner.map(str::to_owned).or(known.owner_user_id),
+                    organization_id: known.organization_id,
+                },
+                None => StreamRow {
+                    organization_id: org.to_owned(),
+                    owner_user_id: owner.map(str::to_owned),
+                },
+            };
+            self.streams.insert(event.stream_id.clone(), Some(row));
+            self.changed_streams.insert(event.stream_id.clone());
+        }
+        let Some(stream) = self.stream(conn, &event.stream_id).await? else {
+            return Ok(());
+        };
+        let owner = self
+            .stream(conn, &format!("organization-{}", stream.organization_id))
+            .await?
+            .and_then(|o| o.owner_user_id);
+
+        let values = self.values.entry(p.resource_key.clone()).or_default();
+        let mut changes = Vec::with_capacity(p.fields.len());
+        for (field, to) in p.fields {
+            let from = values
+                .insert(field.clone(), to.clone())
+                .unwrap_or(Value::Null);
+            changes.push(json!({ "field": field, "from": from, "to": to }));
+            self.changed_values.insert((p.resource_key.clone(), field));
+        }
+
+        let (user_id, made_by) = who(event, p.stream_type, &p.stream_uuid, owner.as_deref());
+        self.entries.push(Entry {
+            event_id: event.event_id.to_string(),
+            global_position: event.global_position,
+            organization_id: stream.organization_id,
+            created_at: format_time(event.recorded_at),
+            change_type: event.event_type.clone(),
+            resource_id: p.sub.map(|(_, v)| v).unwrap_or(p.stream_uuid),
+            alternate_resource_id: event.stream_id.clone(),
+            user_id,
+            change_made_by: made_by,
+            changes: Value::Array(changes).to_string(),
+        });
+        Ok(())
+    }
+
+    /// Writes what the batch changed: stream rows, field values, then the entries.
+    async fn flush(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        let streams: Vec<(&String, &StreamRow)> = self
+            .changed_streams
+            .iter()
+            .filter_map(|id| Some((id, self.streams.get(id)?.as_ref()?)))
+            .collect();
+        for chunk in streams.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO audit_streams (stream_id, organization_id, owner_user_id) \
+                 VALUES {} ON CONFLICT (stream_id) DO UPDATE SET \
+                 organization_id = excluded.organization_id, \
+                 owner_user_id = excluded.owner_user_id",
+                rows(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, row) in chunk {
+                query = query
+                    .bind(*id)
+                    .bind(&row.organization_id)
+                    .bind(&row.owner_user_id);
+            }
+            query.execute(&mut *conn).await?;
+        }
+
+        let values: Vec<(&String, &String, String)> = self
+            .changed_values
+            .iter()
+            .filter_map(|(key, field)| {
+                let value = self.values.get(key)?.get(field)?;
+                Some((key, field, value.to_string()))
+            })
+            .collect();
+        for chunk in values.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO audit_field_values (resource_key, field, value) VALUES {} \
+                 ON CONFLICT (resource_key, field) DO UPDATE SET value = excluded.value",
+                rows(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (key, field, value) in chunk {
+                query = query.bind(*key).bind(*field).bind(value);
+            }
+            query.execute(&mut *conn).await?;
+        }
+
+        for chunk in self.entries.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO audit_events (event_id, global_position, organization_id, \
+                 created_at, change_type, resource_id, alternate_resource_id, user_id, \
+                 change_made_by, changes) VALUES {} ON CONFLICT (event_id) DO NOTHING",
+                rows(chunk.len(), 10)
+            );
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                query = query
+                    .bind(&e.event_id)
+                    .bind(e.global_position)
+                    .bind(&e.organization_id)
+                    .bind(&e.created_at)
+                    .bind(&e.change_type)
+                    .bind(&e.resource_id)
+                    .bind(&e.alternate_resource_id)
+                    .bind(&e.user_id)
+                    .bind(e.change_made_by)
+                    .bind(&e.changes);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The organization an event names for its stream: an organization's own stream, or the
+/// `organization_id` in the payload (a stream's first event carries it).
+fn named_organization<'p>(
+    stream_type: &str,
+    stream_uuid: &'p str,
+    payload: &'p Map<String, Value>,
+) -> Option<&'p str> {
+    if stream_type == "organization" {
+        Some(stream_uuid)
+    } else {
+        payload.get("organization_id").and_then(Value::as_str)
+    }
+}
+
+/// `$1, $2, …, $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `n` rows of `width` binds each: `($1, $2, $3), ($4, $5, $6), …`.
+fn rows(n: usize, width: usize) -> String {
+    (0..n)
+        .map(|r| {
+            let binds = (1..=width)
+                .map(|c| format!("${}", r * width + c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({binds})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The part of a user a family of events describes, prefixed to their fields (dot
@@ -146,56 +466,6 @@ fn field_scope(event_type: &str) -> Option<&'static str> {
     })
 }
 
-/// Records which organization a stream belongs to (and an organization's owner) from the
-/// events that say so.
-async fn remember_stream(
-    conn: &mut AnyConnection,
-    event: &RecordedEvent,
-    stream_type: &str,
-    stream_uuid: &str,
-    payload: &Map<String, Value>,
-) -> Result<(), ProjectionError> {
-    let owner = payload.get("owner_user_id").and_then(Value::as_str);
-    let organization = if stream_type == "organization" {
-        Some(stream_uuid)
-    } else {
-        payload.get("organization_id").and_then(Value::as_str)
-    };
-    let Some(organization) = organization else {
-        return Ok(());
-    };
-    sqlx::query(
-        "INSERT INTO audit_streams (stream_id, organization_id, owner_user_id) VALUES ($1, $2, $3) \
-         ON CONFLICT (stream_id) DO UPDATE SET \
-         owner_user_id = COALESCE(excluded.owner_user_id, audit_streams.owner_user_id)",
-    )
-    .bind(&event.stream_id)
-    .bind(organization)
-    .bind(owner)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// The stream's organization and that organization's owner.
-async fn stream_owner(
-    conn: &mut AnyConnection,
-    stream_id: &str,
-) -> Result<Option<(String, Option<String>)>, ProjectionError> {
-    let row = sqlx::query(
-        "SELECT s.organization_id, o.owner_user_id FROM audit_streams s \
-         LEFT JOIN audit_streams o ON o.stream_id = 'organization-' || s.organization_id \
-         WHERE s.stream_id = $1",
-    )
-    .bind(stream_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match row {
-        Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
-        None => None,
-    })
-}
-
 /// Who made the change: the acting user (an API key acts for its user), and whether they
 /// are the organization's owner, one of its members, or Warden itself (`telnyx`, as the
 /// Telnyx schema names changes made on the customer's behalf). An anonymous request on a
@@ -219,65 +489,6 @@ fn who(
         (Some(_), _) => "organization_member",
     };
     (user, made_by)
-}
-
-/// The shown values `fields` had before (`null` for a first value), in their order.
-async fn get_values(
-    conn: &mut AnyConnection,
-    resource_key: &str,
-    fields: &[(String, Value)],
-) -> Result<Vec<Value>, ProjectionError> {
-    if fields.is_empty() {
-        return Ok(Vec::new());
-    }
-    let list = (0..fields.len())
-        .map(|i| format!("${}", i + 2))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "SELECT field, value FROM audit_field_values WHERE resource_key = $1 AND field IN ({list})"
-    );
-    let mut query = sqlx::query(&sql).bind(resource_key);
-    for (field, _) in fields {
-        query = query.bind(field);
-    }
-    let mut previous = vec![Value::Null; fields.len()];
-    for row in query.fetch_all(&mut *conn).await? {
-        let field: String = row.try_get(0)?;
-        let slot = fields
-            .iter()
-            .position(|(f, _)| *f == field)
-            .and_then(|i| previous.get_mut(i));
-        if let Some(slot) = slot {
-            *slot = serde_json::from_str(&row.try_get::<String, _>(1)?).unwrap_or(Value::Null);
-        }
-    }
-    Ok(previous)
-}
-
-/// Records the new shown values of `fields`, in one statement.
-async fn set_values(
-    conn: &mut AnyConnection,
-    resource_key: &str,
-    fields: &[(String, Value)],
-) -> Result<(), ProjectionError> {
-    if fields.is_empty() {
-        return Ok(());
-    }
-    let rows = (0..fields.len())
-        .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO audit_field_values (resource_key, field, value) VALUES {rows} \
-         ON CONFLICT (resource_key, field) DO UPDATE SET value = excluded.value"
-    );
-    let mut query = sqlx::query(&sql).bind(resource_key);
-    for (field, value) in fields {
-        query = query.bind(field).bind(value.to_string());
-    }
-    query.execute(&mut *conn).await?;
-    Ok(())
 }
 
 /// A payload value as the audit log shows it: sealed values (`{key_id, nonce,

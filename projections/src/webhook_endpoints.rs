@@ -10,6 +10,8 @@
 //! organization's own stream, its members' user streams, its Verify streams and its
 //! endpoints' streams all reach its subscribers; nothing of another organization does.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -68,26 +70,49 @@ impl Projector for WebhookEndpointsProjector {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        let (org, routes) = if event.version == 1 || event.stream_type == "webhook_endpoint" {
-            let Some(org) = owner(conn, event).await? else {
-                return Ok(());
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Every event looks up its stream's organization and that organization's endpoints;
+    /// within a batch the answer is kept per stream until an event that can change it (a
+    /// stream's first event, an endpoint's own event) comes by.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut known: HashMap<String, Option<(String, Vec<Route>)>> = HashMap::new();
+        for event in events {
+            let (org, routes) = if event.version == 1 || event.stream_type == "webhook_endpoint" {
+                known.clear();
+                let Some(org) = owner(conn, event).await? else {
+                    continue;
+                };
+                let routes = routes_of(conn, &org).await?;
+                (org, routes)
+            } else {
+                // The common case in one statement: the stream's organization and its routes.
+                let found = match known.get(&event.stream_id) {
+                    Some(found) => found.clone(),
+                    None => {
+                        let found = stream_routes(conn, &event.stream_id).await?;
+                        known.insert(event.stream_id.clone(), found.clone());
+                        found
+                    }
+                };
+                let Some(found) = found else {
+                    continue;
+                };
+                found
             };
-            let routes = routes_of(conn, &org).await?;
-            (org, routes)
-        } else {
-            // The common case in one statement: the stream's organization and its routes.
-            let Some(found) = stream_routes(conn, &event.stream_id).await? else {
-                return Ok(());
-            };
-            found
-        };
-        // Enqueue first, so an endpoint's own creation goes to the others, not to itself.
-        enqueue_for_subscribers(conn, event, &org, routes).await?;
-        if event.stream_type == "webhook_endpoint" {
-            let e: WebhookEndpointEvent = event
-                .decode()
-                .map_err(|e| ProjectionError::decode(event, e))?;
-            apply_endpoint(conn, event, &org, e).await?;
+            // Enqueue first, so an endpoint's own creation goes to the others, not to itself.
+            enqueue_for_subscribers(conn, event, &org, routes).await?;
+            if event.stream_type == "webhook_endpoint" {
+                let e: WebhookEndpointEvent = event
+                    .decode()
+                    .map_err(|e| ProjectionError::decode(event, e))?;
+                apply_endpoint(conn, event, &org, e).await?;
+            }
         }
         Ok(())
     }
