@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Skip the Postgres scenarios.
     #[arg(long)]
     pub skip_postgres: bool,
+    /// Skip the Postgres throughput and latency scenarios: of Postgres, run only the long
+    /// stream and the rebuild.
+    #[arg(long)]
+    pub skip_postgres_load: bool,
     /// Skip the embedded SQLite scenario.
     #[arg(long)]
     pub skip_sqlite: bool,
@@ -164,7 +168,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let receivers = receivers::Receivers::start().await?;
     let mut rows = Vec::new();
     if !args.skip_postgres {
-        rows.extend(scenarios::postgres_main(&args, &exe, &receivers).await?);
+        if !args.skip_postgres_load {
+            rows.extend(scenarios::postgres_main(&args, &exe, &receivers).await?);
+        }
         rows.extend(scenarios::postgres_long_stream(&args, &exe, &receivers).await?);
     }
     if !args.skip_sqlite {
