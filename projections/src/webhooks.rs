@@ -4,6 +4,7 @@
 //! and records. The Verify producer is a projector, so it follows the log from its own
 //! checkpoint and enqueues each delivery exactly once, in the same transaction.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -174,9 +175,45 @@ impl Projector for VerifyWebhooksProjector {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// A verification's webhook carries its state after the event, so each event needs its
+    /// stream folded up to it, and each send looks up its profile's webhook target; within a
+    /// batch both are kept in memory (a send's `sent` and `delivered` usually share one).
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut memo = Memo::default();
+        for event in events {
+            self.apply_one(conn, event, &mut memo).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What a batch remembers between events.
+#[derive(Default)]
+struct Memo {
+    /// Each verification stream's state and the version it is at.
+    states: HashMap<String, (i64, Verification)>,
+    /// Each profile's webhook target (`None`: none).
+    targets: HashMap<String, Option<Target>>,
+}
+
+impl VerifyWebhooksProjector {
+    async fn apply_one(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+        memo: &mut Memo,
+    ) -> Result<(), ProjectionError> {
         match event.stream_type.as_str() {
             "verify_profile" => {
                 let id = event.stream_id.trim_start_matches("verify_profile-");
+                memo.targets.remove(id);
                 let e: VerifyProfileEvent = event
                     .decode()
                     .map_err(|e| ProjectionError::decode(event, e))?;
@@ -201,6 +238,7 @@ impl Projector for VerifyWebhooksProjector {
                         id,
                         "verify.spend_threshold_reached",
                         payload,
+                        &mut memo.targets,
                     )
                     .await;
                 }
@@ -210,10 +248,31 @@ impl Projector for VerifyWebhooksProjector {
                 let e: VerificationEvent = event
                     .decode()
                     .map_err(|e| ProjectionError::decode(event, e))?;
-                let Some(event_type) = webhook_type(&e) else {
-                    return Ok(());
+                // The state after this event: from the batch's state of the stream when it
+                // is at the version before, else folded from the log.
+                let known = match memo.states.remove(&event.stream_id) {
+                    Some((version, mut state)) if version + 1 == event.version => {
+                        state.apply(&e, event.recorded_at);
+                        Some(state)
+                    }
+                    _ => None,
                 };
-                self.enqueue_verification(conn, event, event_type).await
+                let state = match (webhook_type(&e), known) {
+                    (None, Some(state)) => state,
+                    (None, None) => return Ok(()),
+                    (Some(event_type), known) => {
+                        let state = match known {
+                            Some(state) => state,
+                            None => self.state_at(event).await?,
+                        };
+                        self.enqueue_verification(conn, event, event_type, &state, memo)
+                            .await?;
+                        state
+                    }
+                };
+                memo.states
+                    .insert(event.stream_id.clone(), (event.version, state));
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -270,7 +329,7 @@ async fn route(
     Ok(())
 }
 
-#[derive(FromRow)]
+#[derive(Clone, FromRow)]
 struct Target {
     organization_id: String,
     url: Option<String>,
@@ -283,8 +342,9 @@ impl VerifyWebhooksProjector {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
         event_type: &'static str,
+        state: &Verification,
+        memo: &mut Memo,
     ) -> Result<(), ProjectionError> {
-        let state = self.state_at(event).await?;
         let Some(sent) = &state.sent else {
             return Ok(());
         };
@@ -307,7 +367,15 @@ impl VerifyWebhooksProjector {
             "created_at": created_at,
             "updated_at": format_time(event.recorded_at),
         });
-        enqueue_for_profile(conn, event, &profile_id, event_type, payload).await
+        enqueue_for_profile(
+            conn,
+            event,
+            &profile_id,
+            event_type,
+            payload,
+            &mut memo.targets,
+        )
+        .await
     }
 }
 
@@ -318,13 +386,22 @@ async fn enqueue_for_profile(
     profile_id: &str,
     event_type: &'static str,
     payload: Value,
+    targets: &mut HashMap<String, Option<Target>>,
 ) -> Result<(), ProjectionError> {
-    let target = sqlx::query_as::<_, Target>(
-        "SELECT organization_id, url, failover_url FROM verify_webhook_targets WHERE profile_id = $1",
-    )
-    .bind(profile_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let target = match targets.get(profile_id) {
+        Some(known) => known.clone(),
+        None => {
+            let found = sqlx::query_as::<_, Target>(
+                "SELECT organization_id, url, failover_url FROM verify_webhook_targets \
+                 WHERE profile_id = $1",
+            )
+            .bind(profile_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            targets.insert(profile_id.to_owned(), found.clone());
+            found
+        }
+    };
     let Some(Target {
         organization_id,
         url: Some(url),

@@ -66,6 +66,37 @@ async fn rebuilt_equals_live(app: TestApp) {
                 )
                 .await;
             assert_eq!(r.status, 201, "{}", r.text);
+            // A verification with Telnyx-style webhooks: each carries the verification's
+            // state after its event (a rejected code counts as a failed attempt).
+            let r = app
+                .post(
+                    "/v2/verify_profiles",
+                    Some(&token),
+                    json!({ "name": "Hooks", "webhook_url": "http://127.0.0.1:9/verify",
+                            "sms": { "app_name": "Hooks", "whitelisted_destinations": ["US"] } }),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            let profile = r.data()["id"].as_str().unwrap().to_owned();
+            let phone = "+13035551234";
+            let r = app
+                .post(
+                    "/v2/verifications/sms",
+                    Some(&token),
+                    json!({ "phone_number": phone, "verify_profile_id": profile, "custom_code": "123456" }),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            for code in ["000000", "123456"] {
+                let r = app
+                    .post(
+                        &format!("/v2/verifications/by_phone_number/{phone}/actions/verify"),
+                        Some(&token),
+                        json!({ "code": code, "verify_profile_id": profile }),
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.text);
+            }
         }
         // The same field changed twice: the audit entries' `from` follows the chain.
         for name in ["Engines Ltd", "Difference Engines plc"] {
@@ -110,8 +141,9 @@ async fn rebuilt_equals_live(app: TestApp) {
                     .unwrap()
             ));
         }
-        let deliveries: Vec<(String, String)> = sqlx::query_as(
-            "SELECT event_id, subscription FROM webhook_deliveries ORDER BY event_id, subscription",
+        let deliveries: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT event_id, subscription, data FROM webhook_deliveries \
+             ORDER BY event_id, subscription",
         )
         .fetch_all(pool)
         .await
