@@ -27,6 +27,7 @@ fn bench_quick_runs_every_scenario_and_prints_the_table() {
         "Postgres SendVerification + check, 2 conns, ONE shared profile",
         "Postgres GET /v2/users/me",
         "Postgres password sign-in",
+        "(vs argon2id with a kept buffer)",
         "Postgres append -> NATS publish",
         "Postgres append -> webhook delivered",
         "Postgres PATCH /v2/users/me on a 150-event stream",
@@ -43,7 +44,7 @@ fn bench_quick_runs_every_scenario_and_prints_the_table() {
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario"))
         .collect();
-    assert_eq!(rows.len(), 12, "{stdout}");
+    assert_eq!(rows.len(), 13, "{stdout}");
     for row in rows {
         assert!(
             row.ends_with("| PASS |") || row.ends_with("| MISS |") || row.contains("| info"),
