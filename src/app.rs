@@ -120,7 +120,8 @@ impl Core {
             Arc::new(WebhookEndpointsProjector),
             Arc::new(AuditEventsProjector),
         ];
-        let projections = Projections::new(db.pool.clone(), store.clone(), projectors);
+        let projections = Projections::new(db.pool.clone(), store.clone(), projectors)
+            .with_write_gate(db.writes.shared());
         let projections = match db.backend {
             Backend::Sqlite => projections.with_dialect("BEGIN IMMEDIATE", ""),
             Backend::Postgres => projections.with_dialect("BEGIN", " FOR UPDATE"),

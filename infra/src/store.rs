@@ -20,7 +20,7 @@ use warden_commands::store::{
 use warden_domain::chain::RawEvent;
 use warden_domain::RecordedEvent;
 
-use crate::db::{Backend, Database};
+use crate::db::{Backend, Database, WriteGate};
 use errors::db_error;
 use rows::{EventRow, EVENT_COLUMNS};
 
@@ -38,6 +38,7 @@ impl PostgresEventStore {
                 pool,
                 backend: Backend::Postgres,
                 group: Some(Arc::default()),
+                writes: WriteGate::default(),
             },
         }
     }
@@ -59,8 +60,15 @@ impl SqliteEventStore {
                 // Group commit here too: SQLite has one writer and fsyncs every commit, so
                 // appends that arrive together share one write lock and one fsync.
                 group: Some(Arc::default()),
+                writes: WriteGate::queued(),
             },
         }
+    }
+
+    /// Appends and snapshot saves queue at `writes` with the process's other writers.
+    pub fn with_write_gate(mut self, writes: WriteGate) -> Self {
+        self.core.writes = writes;
+        self
     }
 }
 
@@ -68,7 +76,9 @@ impl SqliteEventStore {
 pub fn open_store(db: &Database) -> Arc<dyn EventStore> {
     match db.backend {
         Backend::Postgres => Arc::new(PostgresEventStore::new(db.pool.clone())),
-        Backend::Sqlite => Arc::new(SqliteEventStore::new(db.pool.clone())),
+        Backend::Sqlite => {
+            Arc::new(SqliteEventStore::new(db.pool.clone()).with_write_gate(db.writes.clone()))
+        }
     }
 }
 
@@ -81,6 +91,8 @@ struct SqlEventStore {
     /// Concurrent appends share one transaction (see `group`); `None` only for the
     /// committer's own handle.
     group: Option<Arc<group::GroupCommit>>,
+    /// Where this process's writers queue (SQLite).
+    writes: WriteGate,
 }
 
 /// The advisory lock key that serializes position assignment on Postgres ("WARDEN" + 1).
@@ -218,6 +230,7 @@ impl SqlEventStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         let state = serde_json::to_string(&snapshot.state)
             .map_err(|e| StoreError::Backend(format!("snapshot state not serializable: {e}")))?;
+        let _write = self.writes.enter().await;
         // Only ever forward: a newer stream version, or a newer snapshot schema at no older
         // version (after an aggregate's SNAPSHOT_VERSION changed).
         sqlx::query(

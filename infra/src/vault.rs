@@ -199,6 +199,7 @@ impl Vault {
         let mut fresh = Zeroizing::new([0u8; KEY_LEN]);
         OsRng.fill_bytes(fresh.as_mut());
         let wrapped = self.wrap_key(subject, &fresh)?;
+        let write = self.inner.db.writes.enter().await;
         let inserted: Option<String> = sqlx::query_scalar(
             "INSERT INTO data_keys (subject, wrapped_key, created_at, destroyed_at) \
              VALUES ($1, $2, $3, NULL) ON CONFLICT (subject) DO NOTHING RETURNING subject",
@@ -209,6 +210,7 @@ impl Vault {
         .fetch_optional(&self.inner.db.pool)
         .await
         .map_err(db_err)?;
+        drop(write);
         if inserted.is_some() {
             // Ours is the stored key.
             let key: DataKey = Arc::new(fresh);
@@ -390,7 +392,10 @@ impl Secrets for Vault {
     async fn destroy_key(&self, subject: &str) -> Result<(), SecretsError> {
         self.forget(subject);
         let result = match self.inner.db.backend {
-            Backend::Sqlite => self.destroy_sqlite(subject).await,
+            Backend::Sqlite => {
+                let _write = self.inner.db.writes.enter().await;
+                self.destroy_sqlite(subject).await
+            }
             Backend::Postgres => sqlx::query(DESTROY_SQL)
                 .bind(subject)
                 .bind(now())

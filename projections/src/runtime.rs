@@ -107,6 +107,9 @@ pub struct Projections {
     /// Appended to the checkpoint read inside a projector's transaction: `FOR UPDATE` on
     /// Postgres, so two instances never apply the same batch (SQLite has one writer anyway).
     lock_checkpoint: &'static str,
+    /// Where this process's SQLite writers queue (the store's `WriteGate`); `None` on
+    /// Postgres.
+    writes: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Projections {
@@ -132,6 +135,21 @@ impl Projections {
             reached: rx,
             begin: "BEGIN",
             lock_checkpoint: "",
+            writes: None,
+        }
+    }
+
+    /// Write transactions queue behind `writes` (SQLite: one writer per database, and a
+    /// writer that finds the lock taken sleeps instead of waiting in line).
+    pub fn with_write_gate(mut self, writes: Option<Arc<tokio::sync::Mutex<()>>>) -> Self {
+        self.writes = writes;
+        self
+    }
+
+    async fn enter_writes(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.writes {
+            Some(gate) => Some(Arc::clone(gate).lock_owned().await),
+            None => None,
         }
     }
 
@@ -272,6 +290,7 @@ impl Projections {
             self.publish_reached(reached);
             return Ok(false);
         };
+        let write = self.enter_writes().await;
         if seen.contains(&0) {
             // The rows must exist for the lock below to hold anything.
             create_checkpoints(&self.pool, &self.checkpoint_names).await?;
@@ -301,6 +320,7 @@ impl Projections {
         }
         save_checkpoints(&mut tx, &moved, last).await?;
         tx.commit().await?;
+        drop(write);
         let reached = current
             .iter()
             .map(|at| (*at).max(last))
@@ -400,8 +420,9 @@ impl Projections {
             .collect();
         let checkpoint_names: Vec<String> = chosen.iter().map(|(_, n)| n.clone()).collect();
         let name_refs: Vec<&str> = checkpoint_names.iter().map(String::as_str).collect();
-        create_checkpoints(&self.pool, &checkpoint_names).await?;
         let total = self.store.head_position().await?;
+        let _write = self.enter_writes().await;
+        create_checkpoints(&self.pool, &checkpoint_names).await?;
         let mut tx = self.pool.begin_with(self.begin).await?;
         checkpoints(&mut tx, &checkpoint_names, self.lock_checkpoint).await?;
         save_checkpoints(&mut tx, &name_refs, 0).await?;

@@ -245,12 +245,14 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Option<Resolv
         .is_none_or(|last| now - last >= chrono::Duration::seconds(ACTIVITY_GRANULARITY_SECS));
     if stale {
         let now_text = format_time(now);
+        let write = state.db.writes.enter().await;
         match &resolved.credential {
             Credential::Session { .. } => sessions::touch(&state.db.pool, id, &now_text).await?,
             Credential::ApiKey { .. } => {
                 members::touch_api_key(&state.db.pool, id, &now_text).await?
             }
         }
+        drop(write);
         state.auth_cache.touched(digest.as_str(), now);
     }
     Ok(Some(resolved))

@@ -50,6 +50,7 @@ impl SqlEventStore {
                 pool: self.pool.clone(),
                 backend: self.backend,
                 group: None,
+                writes: self.writes.clone(),
             };
             tokio::spawn(committer.commit_loop(receiver));
             sender
@@ -66,6 +67,7 @@ impl SqlEventStore {
                     Err(_) => break,
                 }
             }
+            let _write = self.writes.enter().await;
             if jobs.len() == 1 {
                 for job in jobs {
                     let result = self.append_alone(job.request).await;
