@@ -58,11 +58,21 @@ const POLL: Duration = Duration::from_millis(250);
 const IN_FLIGHT: usize = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claimed row stays hidden from other dispatchers: one attempt (the URL and the
-/// failover URL, each bounded by [`REQUEST_TIMEOUT`]) plus a margin. The lease is renewed
-/// (compare-and-set on `locked_until`) right before each attempt, so a batch that takes
-/// longer never attempts a row another node has taken over, and the rows of a node that
-/// died become due again within this time.
+/// failover URL, each bounded by [`REQUEST_TIMEOUT`]) plus a margin. Unless more than
+/// [`attempt_budget`] of it is left, the lease is renewed (compare-and-set on
+/// `locked_until`) right before an attempt, so a batch that takes longer never attempts a
+/// row another node has taken over, and the rows of a node that died become due again
+/// within this time.
 const LEASE_SECS: i64 = 25;
+
+/// The longest one attempt can take (its URL and the failover, each up to the request
+/// timeout) plus room to record it. A row whose lease has more than this left is attempted
+/// without renewing first: no other node can take it over before the attempt is recorded,
+/// so the renewal would only cost a write (one per delivery, most of the dispatcher's).
+fn attempt_budget() -> chrono::Duration {
+    let timeout = i64::try_from(REQUEST_TIMEOUT.as_secs()).unwrap_or(i64::MAX / 4);
+    chrono::Duration::seconds(2 * timeout + 2)
+}
 
 /// The organization's Telnyx-style signing key, derived from the server pepper.
 pub fn telnyx_signing_key(secrets: &dyn Secrets, organization_id: Uuid) -> SigningKey {
@@ -161,6 +171,12 @@ impl Outcome {
     fn ok(&self) -> bool {
         self.status.is_some_and(|s| (200..300).contains(&s))
     }
+}
+
+/// A claim's lease: `locked_until` as written, and as a time.
+struct Lease {
+    text: String,
+    until: DateTime<Utc>,
 }
 
 pub struct Dispatcher {
@@ -283,7 +299,7 @@ impl Dispatcher {
     }
 
     /// Deliveries that must keep their order, one after another.
-    async fn deliver_chain(&self, chain: Vec<&Due>, lease: &str) -> Result<(), sqlx::Error> {
+    async fn deliver_chain(&self, chain: Vec<&Due>, lease: &Lease) -> Result<(), sqlx::Error> {
         for row in chain {
             self.deliver_one(row, lease).await?;
         }
@@ -292,8 +308,14 @@ impl Dispatcher {
 
     /// One claimed row: renew its lease first (if it ran out while earlier rows were
     /// attempted and another node claimed the row, skip it), then attempt it.
-    async fn deliver_one(&self, row: &Due, lease: &str) -> Result<(), sqlx::Error> {
-        if let Some(lease) = self.renew(&row.delivery_id, lease).await? {
+    async fn deliver_one(&self, row: &Due, lease: &Lease) -> Result<(), sqlx::Error> {
+        let fresh = lease.until - self.clock.now() > attempt_budget();
+        let lease = if fresh {
+            Some(lease.text.clone())
+        } else {
+            self.renew(&row.delivery_id, &lease.text).await?
+        };
+        if let Some(lease) = lease {
             self.attempt(row, &lease).await?;
         }
         Ok(())
@@ -302,9 +324,13 @@ impl Dispatcher {
     /// Leases due rows (`FOR UPDATE SKIP LOCKED` on Postgres, so dispatchers on several
     /// nodes never take the same row; SQLite has a single writer).
     /// Returns the lease (the `locked_until` written) with the rows.
-    async fn claim(&self) -> Result<(String, Vec<Due>), sqlx::Error> {
+    async fn claim(&self) -> Result<(Lease, Vec<Due>), sqlx::Error> {
         let now = self.clock.now();
-        let lease = format_time(now + chrono::Duration::seconds(LEASE_SECS));
+        let until = now + chrono::Duration::seconds(LEASE_SECS);
+        let lease = Lease {
+            text: format_time(until),
+            until,
+        };
         let skip_locked = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -318,7 +344,7 @@ impl Dispatcher {
              attempts, endpoint_id"
         ))
         .bind(format_time(now))
-        .bind(&lease)
+        .bind(&lease.text)
         .bind(BATCH)
         .fetch_all(&self.pool)
         .await
