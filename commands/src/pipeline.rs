@@ -221,12 +221,50 @@ impl Pipeline {
         .map(|(executed, _)| executed)
     }
 
+    /// Like [`Pipeline::execute`], but the first attempt decides on `first`, a state the
+    /// caller already holds (a stream it has just written), instead of loading it again. If
+    /// the stream moved on since, the append conflicts and the next attempt loads it.
+    pub async fn execute_from<A, E, F>(
+        &self,
+        stream_id: &str,
+        meta: &Meta,
+        first: Loaded<A>,
+        mut decide: F,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        A: Aggregate,
+        E: std::error::Error + 'static,
+        F: FnMut(&A, &Ctx) -> Result<Vec<A::Event>, E>,
+    {
+        self.run(stream_id, meta, Some(first), |state, ctx, plan, id| {
+            let events = decide(state, ctx).map_err(CommandError::Domain)?;
+            Ok((events, plan, id))
+        })
+        .await
+        .map(|(executed, _)| executed)
+    }
+
     /// Like [`Pipeline::execute`], but `decide` may also add claims, releases and other
     /// streams' events to the plan (given the loaded version of this stream).
     pub async fn execute_with<A, E, F, T>(
         &self,
         stream_id: &str,
         meta: &Meta,
+        decide: F,
+    ) -> Result<(Executed<A>, T), CommandError<E>>
+    where
+        A: Aggregate,
+        E: std::error::Error + 'static,
+        F: FnMut(&A, &Ctx, Plan, i64) -> Result<(Vec<A::Event>, Plan, T), CommandError<E>>,
+    {
+        self.run(stream_id, meta, None, decide).await
+    }
+
+    async fn run<A, E, F, T>(
+        &self,
+        stream_id: &str,
+        meta: &Meta,
+        mut first: Option<Loaded<A>>,
         mut decide: F,
     ) -> Result<(Executed<A>, T), CommandError<E>>
     where
@@ -236,7 +274,10 @@ impl Pipeline {
     {
         let mut attempt = 0usize;
         for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.load::<A, E>(stream_id).await?;
+            let loaded = match first.take() {
+                Some(loaded) => loaded,
+                None => self.load::<A, E>(stream_id).await?,
+            };
             let ctx = self.ctx();
             let (events, mut plan, extra) =
                 decide(&loaded.state, &ctx, Plan::new(), loaded.version)?;

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::{domain, Result, VerifyCommands, VerifyError};
 use crate::error::CommandError;
-use crate::pipeline::{Meta, Plan, MAX_ATTEMPTS};
+use crate::pipeline::{Loaded, Meta, Plan, MAX_ATTEMPTS};
 use crate::sender::{Channel, OutboundMessage};
 
 /// A request to send a verification code.
@@ -106,8 +106,10 @@ impl VerifyCommands {
             .get();
 
         let profile_stream = VerifyProfile::stream_id(cmd.profile_id);
+        let stream = Verification::stream_id(verification_id);
         let mut position = None;
-        let mut committed = false;
+        // The new verification as committed: what recording its delivery decides on.
+        let mut written = None;
         // The first attempt decides on the profile as loaded above; a retry reloads it.
         let mut first = Some(first);
         for attempt in 0..MAX_ATTEMPTS {
@@ -155,19 +157,25 @@ impl VerifyCommands {
                 expires_at: verification::expiry(ctx.now, timeout),
                 extension: cmd.extension.as_ref().map(|e| e.as_str().to_owned()),
             };
-            plan.push::<Verification>(
-                &Verification::stream_id(verification_id),
-                0,
-                &[VerificationEvent::Sent(sent)],
-            )?;
+            plan.push::<Verification>(&stream, 0, &[VerificationEvent::Sent(sent)])?;
             match self
                 .pipeline
                 .commit::<VerifyError>(plan, meta, ctx.now)
                 .await
             {
-                Ok((_, p)) => {
+                Ok((recorded, p)) => {
                     position = p;
-                    committed = true;
+                    let mut state = Verification::default();
+                    let mut version = 0;
+                    for e in recorded.iter().filter(|e| e.stream_id == stream) {
+                        state.apply(&e.decode::<VerificationEvent>()?, e.recorded_at);
+                        version = e.version;
+                    }
+                    written = Some(Loaded {
+                        state,
+                        version,
+                        snapshot_version: 0,
+                    });
                     break;
                 }
                 Err(CommandError::Conflict) => {
@@ -177,9 +185,9 @@ impl VerifyCommands {
                 Err(e) => return Err(e),
             }
         }
-        if !committed {
+        let Some(written) = written else {
             return Err(CommandError::Conflict);
-        }
+        };
 
         let app_name = channel_settings
             .app_name
@@ -236,11 +244,9 @@ impl VerifyCommands {
         };
         let executed = self
             .pipeline
-            .execute::<Verification, VerifyError, _>(
-                &Verification::stream_id(verification_id),
-                meta,
-                |state, ctx| verification::decide(state, record.clone(), ctx).map_err(Into::into),
-            )
+            .execute_from::<Verification, VerifyError, _>(&stream, meta, written, |state, ctx| {
+                verification::decide(state, record.clone(), ctx).map_err(Into::into)
+            })
             .await?;
         if outcome.is_err() {
             return Err(domain(VerifyError::DeliveryFailed));
