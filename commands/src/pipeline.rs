@@ -206,19 +206,14 @@ impl Pipeline {
         &self,
         stream_id: &str,
         meta: &Meta,
-        mut decide: F,
+        decide: F,
     ) -> Result<Executed<A>, CommandError<E>>
     where
         A: Aggregate,
         E: std::error::Error + 'static,
         F: FnMut(&A, &Ctx) -> Result<Vec<A::Event>, E>,
     {
-        self.execute_with(stream_id, meta, |state, ctx, plan, id| {
-            let events = decide(state, ctx).map_err(CommandError::Domain)?;
-            Ok((events, plan, id))
-        })
-        .await
-        .map(|(executed, _)| executed)
+        self.execute_on(stream_id, meta, None, decide).await
     }
 
     /// Like [`Pipeline::execute`], but the first attempt decides on `first`, a state the
@@ -229,6 +224,22 @@ impl Pipeline {
         stream_id: &str,
         meta: &Meta,
         first: Loaded<A>,
+        decide: F,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        A: Aggregate,
+        E: std::error::Error + 'static,
+        F: FnMut(&A, &Ctx) -> Result<Vec<A::Event>, E>,
+    {
+        self.execute_on(stream_id, meta, Some(first), decide).await
+    }
+
+    /// `execute` with an optional first state (see [`Pipeline::execute_from`]).
+    async fn execute_on<A, E, F>(
+        &self,
+        stream_id: &str,
+        meta: &Meta,
+        first: Option<Loaded<A>>,
         mut decide: F,
     ) -> Result<Executed<A>, CommandError<E>>
     where
@@ -236,7 +247,7 @@ impl Pipeline {
         E: std::error::Error + 'static,
         F: FnMut(&A, &Ctx) -> Result<Vec<A::Event>, E>,
     {
-        self.run(stream_id, meta, Some(first), |state, ctx, plan, id| {
+        self.run(stream_id, meta, first, |state, ctx, plan, id| {
             let events = decide(state, ctx).map_err(CommandError::Domain)?;
             Ok((events, plan, id))
         })
