@@ -205,26 +205,16 @@ impl Batch {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT resource_key, field, value FROM audit_field_values \
-                 WHERE resource_key IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut query = sqlx::query(&sql);
-            for key in chunk {
-                query = query.bind(key);
-            }
-            for key in chunk {
-                self.values.entry(key.clone()).or_default();
-            }
-            for row in query.fetch_all(&mut *conn).await? {
-                let key: String = row.try_get(0)?;
-                let field: String = row.try_get(1)?;
-                let value =
-                    serde_json::from_str(&row.try_get::<String, _>(2)?).unwrap_or(Value::Null);
-                self.values.entry(key).or_default().insert(field, value);
-            }
+        let select = "SELECT resource_key, field, value FROM audit_field_values \
+                      WHERE resource_key";
+        for row in rows_in(conn, select, &keys).await? {
+            let key: String = row.try_get(0)?;
+            let field: String = row.try_get(1)?;
+            let value = serde_json::from_str(&row.try_get::<String, _>(2)?).unwrap_or(Value::Null);
+            self.values.entry(key).or_default().insert(field, value);
+        }
+        for key in keys {
+            self.values.entry(key).or_default();
         }
         Ok(())
     }
@@ -238,27 +228,19 @@ impl Batch {
         ids.retain(|id| !self.streams.contains_key(id));
         ids.sort_unstable();
         ids.dedup();
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT stream_id, organization_id, owner_user_id FROM audit_streams \
-                 WHERE stream_id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(id);
-            }
-            for id in chunk {
-                self.streams.insert(id.clone(), None);
-            }
-            for row in query.fetch_all(&mut *conn).await? {
-                let id: String = row.try_get(0)?;
-                let found = StreamRow {
-                    organization_id: row.try_get(1)?,
-                    owner_user_id: row.try_get(2)?,
-                };
-                self.streams.insert(id, Some(found));
-            }
+        let select = "SELECT stream_id, organization_id, owner_user_id FROM audit_streams \
+                      WHERE stream_id";
+        let found = rows_in(conn, select, &ids).await?;
+        for id in ids {
+            self.streams.insert(id, None);
+        }
+        for row in found {
+            let id: String = row.try_get(0)?;
+            let found = StreamRow {
+                organization_id: row.try_get(1)?,
+                owner_user_id: row.try_get(2)?,
+            };
+            self.streams.insert(id, Some(found));
         }
         Ok(())
     }
@@ -418,6 +400,25 @@ fn named_organization<'p>(
     } else {
         payload.get("organization_id").and_then(Value::as_str)
     }
+}
+
+/// The rows of `select` (ending in the key column) whose key is one of `keys`, in
+/// statements of at most [`ROWS_PER_STATEMENT`] binds.
+async fn rows_in(
+    conn: &mut AnyConnection,
+    select: &str,
+    keys: &[String],
+) -> Result<Vec<sqlx::any::AnyRow>, ProjectionError> {
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!("{select} IN ({})", placeholders(chunk.len()));
+        let mut query = sqlx::query(&sql);
+        for key in chunk {
+            query = query.bind(key);
+        }
+        rows.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(rows)
 }
 
 /// `$1, $2, …, $n`.

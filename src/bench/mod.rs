@@ -101,6 +101,17 @@ pub struct Row {
     pub pass: Option<bool>,
 }
 
+impl Row {
+    /// The same figures, shown for information (`why`) instead of judged against a target.
+    pub fn informational(self, why: &str) -> Self {
+        Self {
+            target: format!("info: {why}"),
+            pass: None,
+            ..self
+        }
+    }
+}
+
 pub fn ms(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
         .unwrap_or_else(|| "-".into())

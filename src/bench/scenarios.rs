@@ -407,17 +407,17 @@ async fn postgres_main_on(
     let shared = own_profiles.get(..1).unwrap_or_default();
     let hot = verify_load(api, receivers, &token, shared, 3, n, phase, Mode::Closed).await;
     check_errors("SendVerification (one profile)", &hot)?;
-    let mut hot_row = throughput_row(
-        &format!("Postgres SendVerification + check, {n} conns, ONE shared profile (commands)"),
-        &hot,
-        "cmd",
-        &inserts,
-        "single-row INSERTs",
-        0.5,
+    rows.push(
+        throughput_row(
+            &format!("Postgres SendVerification + check, {n} conns, ONE shared profile (commands)"),
+            &hot,
+            "cmd",
+            &inserts,
+            "single-row INSERTs",
+            0.5,
+        )
+        .informational("one profile stream"),
     );
-    hot_row.target = "info: one profile stream".into();
-    hot_row.pass = None;
-    rows.push(hot_row);
 
     eprintln!("postgres: GET /healthz vs GET /v2/users/me");
     let a = api.clone();
@@ -472,17 +472,17 @@ async fn postgres_main_on(
     // The server keeps its argon2 buffer while sign-ins queue; against the library call,
     // which maps a fresh one each time, that alone is worth a third. This row compares
     // like with like.
-    let mut kept = throughput_row(
-        &format!("Postgres password sign-in, {n} conns (vs argon2id with a kept buffer)"),
-        &sign_in,
-        "req",
-        &argon_kept,
-        "raw argon2id verifies, buffer kept",
-        0.8,
+    rows.push(
+        throughput_row(
+            &format!("Postgres password sign-in, {n} conns (vs argon2id with a kept buffer)"),
+            &sign_in,
+            "req",
+            &argon_kept,
+            "raw argon2id verifies, buffer kept",
+            0.8,
+        )
+        .informational("like for like"),
     );
-    kept.target = "info: like for like".into();
-    kept.pass = None;
-    rows.push(kept);
 
     // Append → publish / deliver latency at half of the Verify peak.
     let op_rate = verify.rate() / 2.0; // two commands per round
