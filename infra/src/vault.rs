@@ -14,6 +14,7 @@
 
 mod hashing;
 mod master_key;
+mod new_keys;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +65,7 @@ struct Inner {
     pepper: Zeroizing<[u8; KEY_LEN]>,
     cache: RwLock<KeyCache>,
     hasher: hashing::Hasher,
+    new_keys: new_keys::KeyWriter,
 }
 
 /// Unwrapped data keys by subject. `epoch` moves on every destruction, so a key read from
@@ -102,6 +104,7 @@ impl Vault {
                 pepper,
                 cache: RwLock::new(KeyCache::default()),
                 hasher: hashing::Hasher::new(),
+                new_keys: new_keys::KeyWriter::default(),
             }),
         }
     }
@@ -199,19 +202,19 @@ impl Vault {
         let mut fresh = Zeroizing::new([0u8; KEY_LEN]);
         OsRng.fill_bytes(fresh.as_mut());
         let wrapped = self.wrap_key(subject, &fresh)?;
-        let write = self.inner.db.writes.enter().await;
-        let inserted: Option<String> = sqlx::query_scalar(
-            "INSERT INTO data_keys (subject, wrapped_key, created_at, destroyed_at) \
-             VALUES ($1, $2, $3, NULL) ON CONFLICT (subject) DO NOTHING RETURNING subject",
-        )
-        .bind(subject)
-        .bind(wrapped)
-        .bind(now())
-        .fetch_optional(&self.inner.db.pool)
-        .await
-        .map_err(db_err)?;
-        drop(write);
-        if inserted.is_some() {
+        let inserted = self
+            .inner
+            .new_keys
+            .insert(
+                &self.inner.db,
+                new_keys::NewKey {
+                    subject: subject.to_owned(),
+                    wrapped,
+                    created_at: now(),
+                },
+            )
+            .await?;
+        if inserted {
             // Ours is the stored key.
             let key: DataKey = Arc::new(fresh);
             self.remember(subject, &key, epoch);

@@ -12,8 +12,8 @@ use serde_json::json;
 use sqlx::{Connection, Executor, Row};
 use uuid::Uuid;
 use warden_commands::store::{
-    AppendRequest, Claim, EventStore, IdempotencyAbandon, IdempotencyBegin, IdempotencyKey,
-    IdempotencyLease, NewEvent, SavedResponse, Snapshot, StoreError, StreamAppend,
+    AppendOutcome, AppendRequest, Claim, EventStore, IdempotencyAbandon, IdempotencyBegin,
+    IdempotencyKey, IdempotencyLease, NewEvent, SavedResponse, Snapshot, StoreError, StreamAppend,
 };
 use warden_domain::chain::{format_time, GENESIS};
 use warden_domain::EventMetadata;
@@ -1274,6 +1274,13 @@ async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
     let twins: Vec<_> = (0..2)
         .map(|_| spawn(request(vec![stream("twin", 0, events(1, 1))])))
         .collect();
+    // A stream with events before the batch (its head is read, not zero), and one request
+    // naming two streams.
+    let warm_again = spawn(request(vec![stream("warm", 1, events(2, 2))]));
+    let pair = spawn(request(vec![
+        stream("pair-a", 0, events(1, 1)),
+        stream("pair-b", 0, events(1, 2)),
+    ]));
     let claimers: Vec<_> = (0..2)
         .map(|i| {
             let owner = format!("claimer-{i}");
@@ -1285,10 +1292,36 @@ async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     slow.commit().await.unwrap();
 
-    assert_eq!(first.await.unwrap().unwrap().events.len(), 1);
+    // Each answer's events are where the log has them, and its last position is its own.
+    let placed = |outcome: &AppendOutcome| {
+        let positions: Vec<i64> = outcome.events.iter().map(|e| e.global_position).collect();
+        assert_eq!(outcome.last_position, *positions.last().unwrap());
+        assert!(positions.windows(2).all(|w| w[1] == w[0] + 1));
+    };
+    let outcome = first.await.unwrap().unwrap();
+    assert_eq!(outcome.events.len(), 1);
+    placed(&outcome);
     for g in goods {
-        assert_eq!(g.await.unwrap().unwrap().events.len(), 2);
+        let outcome = g.await.unwrap().unwrap();
+        assert_eq!(outcome.events.len(), 2);
+        placed(&outcome);
     }
+    let outcome = warm_again.await.unwrap().unwrap();
+    assert_eq!(
+        outcome.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    placed(&outcome);
+    let outcome = pair.await.unwrap().unwrap();
+    assert_eq!(
+        outcome
+            .events
+            .iter()
+            .map(|e| (e.stream_id.as_str(), e.version))
+            .collect::<Vec<_>>(),
+        vec![("pair-a", 1), ("pair-b", 1), ("pair-b", 2)]
+    );
+    placed(&outcome);
     let mut twin_ok = 0;
     for tw in twins {
         match tw.await.unwrap() {
@@ -1318,9 +1351,17 @@ async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
     assert_stream_is_empty(store.as_ref(), &loser).await;
     assert_eq!(store.claim_owner("shared-key").await.unwrap(), Some(winner));
 
-    let total = 1 + 10 * 2 + 1 + 1;
+    let total = 1 + 10 * 2 + 1 + 2 + 3 + 1;
     assert_eq!(store.head_position().await.unwrap(), total);
     let all = store.read_all(0, 100).await.unwrap();
+    for e in &all {
+        if e.stream_id == "warm" && e.version == 2 {
+            assert_eq!(
+                e.prev_hash, all[0].hash,
+                "the chain goes on from the stored head"
+            );
+        }
+    }
     assert_eq!(
         all.iter().map(|e| e.global_position).collect::<Vec<_>>(),
         (1..=total).collect::<Vec<_>>()

@@ -307,6 +307,55 @@ async fn concurrent_first_seals(t: &TestDb) {
     }
 }
 
+async fn first_seals_queued_together_in_one_vault(t: &TestDb) {
+    // One vault, so new keys queue for its one writer and share inserts: a subject named
+    // several times in one batch must be stored once, and only the request whose row went
+    // in may use its own key (the others must load the stored one). An open transaction
+    // holding a row the writer needs keeps it busy while the rest pile up behind it.
+    let vault = t.vault(MASTER);
+    let begin = match t.db.backend {
+        Backend::Postgres => "BEGIN",
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+    };
+    let mut blocker = t.db.pool.begin_with(begin).await.unwrap();
+    sqlx::query(
+        "INSERT INTO data_keys (subject, wrapped_key, created_at, destroyed_at) \
+         VALUES ('org-first', $1, '2026-01-01T00:00:00Z', NULL)",
+    )
+    .bind(vec![0u8; 8])
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    let seal = |subject: String, byte: u8| {
+        let vault = vault.clone();
+        tokio::spawn(async move { (subject.clone(), vault.seal(&subject, &[byte; 8]).await) })
+    };
+    let mut tasks = vec![seal("org-first".into(), 0)];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 1..=32u8 {
+        let subject = if i % 2 == 0 {
+            "org-shared".to_owned()
+        } else {
+            format!("org-own-{i}")
+        };
+        tasks.push(seal(subject, i));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.rollback().await.unwrap();
+
+    let reader = t.vault(MASTER);
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (subject, sealed) = task.await.unwrap();
+        let sealed = sealed.unwrap();
+        assert_eq!(count_keys(&t.db, &subject).await, 1);
+        assert_eq!(
+            reader.open(&sealed).await,
+            Ok(Some(vec![i as u8; 8])),
+            "value {i} was sealed under the stored key of {subject}"
+        );
+    }
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -336,7 +385,8 @@ on_both_backends!(
     round_trip,
     tampering,
     crypto_shredding,
-    concurrent_first_seals
+    concurrent_first_seals,
+    first_seals_queued_together_in_one_vault
 );
 
 // ---------------------------------------------------------------------------------------

@@ -279,8 +279,12 @@ impl Projections {
             checkpoints(&mut conn, &self.checkpoint_names, "").await?
         };
         let from = seen.iter().copied().min().unwrap_or(0);
+        // The gate before the read: the batch then takes in whatever the writers ahead of
+        // this pass committed (on SQLite, usually the append batch it was woken by).
+        let write = self.enter_writes().await;
         let events = self.store.read_all(from, BATCH).await?;
         let Some(last) = events.last().map(|e| e.global_position) else {
+            drop(write);
             let reached = if self.projectors.is_empty() {
                 self.store.head_position().await?
             } else {
@@ -290,7 +294,6 @@ impl Projections {
             self.publish_reached(reached);
             return Ok(false);
         };
-        let write = self.enter_writes().await;
         if seen.contains(&0) {
             // The rows must exist for the lock below to hold anything.
             create_checkpoints(&self.pool, &self.checkpoint_names).await?;

@@ -17,6 +17,8 @@ use super::SqlEventStore;
 
 /// Rows per multi-row `INSERT INTO events` (12 parameters each).
 const INSERT_CHUNK: usize = 40;
+/// Streams per batched head read.
+const HEADS_PER_STATEMENT: usize = 500;
 const EVENT_PARAMS: usize = 12;
 
 /// Why an append stopped inside its transaction.
@@ -140,7 +142,8 @@ impl SqlEventStore {
 
 /// Everything of an append that may conflict, before the lock: claim releases and takes,
 /// the idempotency mark, the expected-version checks, then the hash chain. `known` holds
-/// the heads left by earlier requests of the same (uncommitted) batch.
+/// heads already read in this transaction: a batch's streams as they stood, moved on by
+/// its earlier requests (a stream not in it is read here).
 pub(super) async fn prepare<'r>(
     tx: &mut Transaction<'static, Any>,
     request: &'r AppendRequest,
@@ -255,20 +258,7 @@ pub(super) async fn insert_prepared(
         }
         let first = *position - pending.len() as i64 + 1;
         for (global_position, p) in (first..).zip(pending) {
-            events.push(RecordedEvent {
-                event_id: p.event_id,
-                stream_id: p.raw.stream_id,
-                stream_type: p.raw.stream_type,
-                version: p.raw.version,
-                global_position,
-                event_type: p.raw.event_type,
-                schema_version: p.raw.schema_version,
-                recorded_at,
-                payload: p.payload,
-                metadata: request.metadata.clone(),
-                prev_hash: p.raw.prev_hash,
-                hash: p.raw.hash,
-            });
+            events.push(recorded_event(p, global_position, recorded_at, request));
         }
     }
     Ok(events)
@@ -393,6 +383,103 @@ async fn stream_head(
             let hash: String = row.try_get("hash").map_err(db_error)?;
             Ok((version, hash))
         }
+    }
+}
+
+/// The heads of `stream_ids` in one statement (for a batch): streams without events are
+/// left out, as [`stream_head`] would answer `0` and [`GENESIS`] for them.
+pub(super) async fn stream_heads(
+    tx: &mut Transaction<'static, Any>,
+    stream_ids: &[&str],
+) -> Result<HashMap<String, (i64, String)>, StoreError> {
+    let mut heads = HashMap::with_capacity(stream_ids.len());
+    for chunk in stream_ids.chunks(HEADS_PER_STATEMENT) {
+        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT e.stream_id, e.version, e.hash FROM events e JOIN \
+             (SELECT stream_id, MAX(version) AS version FROM events \
+              WHERE stream_id IN ({}) GROUP BY stream_id) h \
+             ON e.stream_id = h.stream_id AND e.version = h.version",
+            params.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **tx).await.map_err(db_error)? {
+            let stream_id: String = row.try_get("stream_id").map_err(db_error)?;
+            let version: i64 = row.try_get("version").map_err(db_error)?;
+            let hash: String = row.try_get("hash").map_err(db_error)?;
+            heads.insert(stream_id, (version, hash));
+        }
+    }
+    for id in stream_ids {
+        if !heads.contains_key(*id) {
+            heads.insert((*id).to_owned(), (0, GENESIS.to_owned()));
+        }
+    }
+    Ok(heads)
+}
+
+/// Inserts the events of several prepared requests at `position + 1`, … in queue order,
+/// `chunk_rows` to a statement across request boundaries (a batch), and returns each
+/// request's events as recorded; `position` ends at the last one. A unique violation here
+/// fails the whole batch, which is then run one request at a time.
+pub(super) async fn insert_all(
+    tx: &mut Transaction<'static, Any>,
+    prepared: Vec<(&AppendRequest, Prepared<'_>)>,
+    position: &mut i64,
+    chunk_rows: usize,
+) -> Result<Vec<Vec<RecordedEvent>>, StoreError> {
+    let mut rows: Vec<Pending> = Vec::new();
+    let mut counts = Vec::with_capacity(prepared.len());
+    for (request, p) in prepared {
+        let before = rows.len();
+        for (_, pending) in p.streams {
+            rows.extend(pending);
+        }
+        counts.push((request, rows.len() - before));
+    }
+    let first = *position + 1;
+    for (n, chunk) in rows.chunks(chunk_rows.max(1)).enumerate() {
+        let at = first + (n * chunk_rows.max(1)) as i64;
+        insert_events(tx, chunk, at).await.map_err(db_error)?;
+    }
+    *position += rows.len() as i64;
+    let mut recorded = (first..).zip(rows);
+    let mut out = Vec::with_capacity(counts.len());
+    for (request, count) in counts {
+        let recorded_at = parse_time(&format_time(request.recorded_at))
+            .ok_or_else(|| StoreError::Backend("recorded_at cannot be formatted".into()))?;
+        let events = recorded
+            .by_ref()
+            .take(count)
+            .map(|(global_position, p)| recorded_event(p, global_position, recorded_at, request))
+            .collect();
+        out.push(events);
+    }
+    Ok(out)
+}
+
+fn recorded_event(
+    p: Pending,
+    global_position: i64,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+    request: &AppendRequest,
+) -> RecordedEvent {
+    RecordedEvent {
+        event_id: p.event_id,
+        stream_id: p.raw.stream_id,
+        stream_type: p.raw.stream_type,
+        version: p.raw.version,
+        global_position,
+        event_type: p.raw.event_type,
+        schema_version: p.raw.schema_version,
+        recorded_at,
+        payload: p.payload,
+        metadata: request.metadata.clone(),
+        prev_hash: p.raw.prev_hash,
+        hash: p.raw.hash,
     }
 }
 

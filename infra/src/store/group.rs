@@ -12,14 +12,13 @@
 //! error, a race with another instance) rolls the whole batch back, and its requests are
 //! then run one by one in their own transactions, so no request sees another's failure.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use sqlx::{Any, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use warden_commands::store::{AppendOutcome, AppendRequest, StoreError};
 
-use super::append::{head_in, insert_prepared, prepare, Failure, Prepared};
+use super::append::{head_in, insert_all, prepare, stream_heads, Failure, Prepared};
 use super::errors::db_error;
 use super::SqlEventStore;
 
@@ -60,6 +59,9 @@ impl SqlEventStore {
 
     async fn commit_loop(self, mut queue: mpsc::UnboundedReceiver<Job>) {
         while let Some(first) = queue.recv().await {
+            // The gate first, then the queue: whatever arrived while this waited for
+            // the other writers joins the batch.
+            let _write = self.writes.enter().await;
             let mut jobs = vec![first];
             while jobs.len() < MAX_BATCH {
                 match queue.try_recv() {
@@ -67,7 +69,6 @@ impl SqlEventStore {
                     Err(_) => break,
                 }
             }
-            let _write = self.writes.enter().await;
             if jobs.len() == 1 {
                 for job in jobs {
                     let result = self.append_alone(job.request).await;
@@ -133,7 +134,14 @@ impl SqlEventStore {
         tx: &mut Transaction<'static, Any>,
         requests: &[&'r AppendRequest],
     ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-        let mut known: HashMap<String, (i64, String)> = HashMap::new();
+        // Every stream's head in one read, instead of one per request.
+        let mut stream_ids: Vec<&str> = requests
+            .iter()
+            .flat_map(|r| r.streams.iter().map(|s| s.stream_id.as_str()))
+            .collect();
+        stream_ids.sort_unstable();
+        stream_ids.dedup();
+        let mut known = stream_heads(tx, &stream_ids).await?;
         let mut prepared: Vec<Result<Prepared<'r>, StoreError>> =
             Vec::with_capacity(requests.len());
         for request in requests {
@@ -174,20 +182,35 @@ impl SqlEventStore {
         if any_events {
             self.take_append_lock(tx).await?;
         }
-        let mut position = head_in(tx).await.map_err(failure_text)?;
-        let mut results = Vec::with_capacity(prepared.len());
+        let head = head_in(tx).await.map_err(failure_text)?;
+        let mut ready: Vec<(&AppendRequest, Prepared<'r>)> = Vec::with_capacity(requests.len());
+        let mut failures: Vec<Option<StoreError>> = Vec::with_capacity(requests.len());
         for (request, p) in requests.iter().zip(prepared) {
             match p {
                 Ok(p) => {
-                    let events = insert_prepared(tx, request, p, &mut position, BATCH_INSERT_CHUNK)
-                        .await
-                        .map_err(failure_text)?;
+                    ready.push((*request, p));
+                    failures.push(None);
+                }
+                Err(e) => failures.push(Some(e)),
+            }
+        }
+        let mut position = head;
+        let mut recorded = insert_all(tx, ready, &mut position, BATCH_INSERT_CHUNK)
+            .await?
+            .into_iter();
+        let mut at = head;
+        let mut results = Vec::with_capacity(requests.len());
+        for failed in failures {
+            match failed {
+                Some(e) => results.push(Err(e)),
+                None => {
+                    let events = recorded.next().unwrap_or_default();
+                    at += events.len() as i64;
                     results.push(Ok(AppendOutcome {
                         events,
-                        last_position: position,
+                        last_position: at,
                     }));
                 }
-                Err(e) => results.push(Err(e)),
             }
         }
         Ok(results)
