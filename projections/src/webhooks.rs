@@ -134,6 +134,14 @@ impl VerifyWebhooksProjector {
     /// The verification as it stood right after `event` (its stream folded up to it).
     async fn state_at(&self, event: &RecordedEvent) -> Result<Verification, ProjectionError> {
         let mut state = Verification::default();
+        if event.version == 1 {
+            // A stream's first event: there is nothing before it to read.
+            let decoded: VerificationEvent = event
+                .decode()
+                .map_err(|err| ProjectionError::decode(event, err))?;
+            state.apply(&decoded, event.recorded_at);
+            return Ok(state);
+        }
         for e in self.store.read_stream(&event.stream_id, 0).await? {
             if e.version > event.version {
                 break;
