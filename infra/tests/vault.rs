@@ -356,6 +356,27 @@ async fn first_seals_queued_together_in_one_vault(t: &TestDb) {
     }
 }
 
+/// The key writer is a task on the runtime that first needed it; a vault used after that
+/// runtime has ended (a CLI step, a test) writes its new keys alone instead of failing.
+#[test]
+fn a_vault_outlives_the_runtime_its_key_writer_started_on() {
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (t, vault) = first.block_on(async {
+        let t = TestDb::sqlite().await;
+        let vault = t.vault(MASTER);
+        vault.seal("org-before", b"one").await.unwrap();
+        (t, vault)
+    });
+    drop(first);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let sealed = vault.seal("org-after", b"two").await.unwrap();
+        assert_eq!(vault.open(&sealed).await, Ok(Some(b"two".to_vec())));
+        assert_eq!(count_keys(&t.db, "org-after").await, 1);
+        t.finish().await;
+    });
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

@@ -17,6 +17,7 @@ use crate::db::Database;
 /// The most keys one insert takes (3 parameters each).
 const MAX_BATCH: usize = 64;
 
+#[derive(Clone)]
 pub(super) struct NewKey {
     pub subject: String,
     pub wrapped: Vec<u8>,
@@ -46,13 +47,21 @@ impl KeyWriter {
             sender
         });
         let (reply, answer) = oneshot::channel();
-        sender.send(Job { key, reply }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let job = Job {
+            key: key.clone(),
+            reply,
+        };
+        if sender.send(job).is_ok() {
+            if let Ok(stored) = answer.await {
+                return stored;
+            }
+        }
+        // The writer is gone (the runtime it was started on has ended): write alone. If it
+        // had stored this row before it went, the insert finds it and the caller loads it.
+        let _write = db.writes.enter().await;
+        let stored = insert_batch(db, &[&key]).await.map_err(super::db_err)?;
+        Ok(stored.first().copied().unwrap_or(false))
     }
-}
-
-fn stopped() -> SecretsError {
-    SecretsError::Unavailable("key store: the key writer stopped".into())
 }
 
 async fn write_loop(db: Database, mut queue: mpsc::UnboundedReceiver<Job>) {
@@ -66,7 +75,10 @@ async fn write_loop(db: Database, mut queue: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        match insert_batch(&db, &jobs).await {
+        let keys: Vec<&NewKey> = jobs.iter().map(|j| &j.key).collect();
+        let outcome = insert_batch(&db, &keys).await;
+        drop(keys);
+        match outcome {
             Ok(stored) => {
                 for (job, stored) in jobs.into_iter().zip(stored) {
                     let _ = job.reply.send(Ok(stored));
@@ -84,17 +96,17 @@ async fn write_loop(db: Database, mut queue: mpsc::UnboundedReceiver<Job>) {
 
 /// One statement for the batch. A subject that appears twice goes in once: only its first
 /// request can have stored its row.
-async fn insert_batch(db: &Database, jobs: &[Job]) -> Result<Vec<bool>, sqlx::Error> {
+async fn insert_batch(db: &Database, keys: &[&NewKey]) -> Result<Vec<bool>, sqlx::Error> {
     let mut seen = HashSet::new();
-    let firsts: Vec<bool> = jobs
+    let firsts: Vec<bool> = keys
         .iter()
-        .map(|j| seen.insert(j.key.subject.as_str()))
+        .map(|k| seen.insert(k.subject.as_str()))
         .collect();
-    let rows: Vec<&NewKey> = jobs
+    let rows: Vec<&NewKey> = keys
         .iter()
         .zip(&firsts)
         .filter(|(_, first)| **first)
-        .map(|(j, _)| &j.key)
+        .map(|(k, _)| *k)
         .collect();
     let values: Vec<String> = (0..rows.len())
         .map(|i| format!("(${}, ${}, ${}, NULL)", 3 * i + 1, 3 * i + 2, 3 * i + 3))
@@ -112,9 +124,9 @@ async fn insert_batch(db: &Database, jobs: &[Job]) -> Result<Vec<bool>, sqlx::Er
             .bind(row.created_at.as_str());
     }
     let inserted: HashSet<String> = query.fetch_all(&db.pool).await?.into_iter().collect();
-    Ok(jobs
+    Ok(keys
         .iter()
         .zip(firsts)
-        .map(|(j, first)| first && inserted.contains(&j.key.subject))
+        .map(|(k, first)| first && inserted.contains(&k.subject))
         .collect())
 }
