@@ -73,37 +73,42 @@ impl Projector for WebhookEndpointsProjector {
         self.apply_batch(conn, std::slice::from_ref(event)).await
     }
 
-    /// Every event looks up its stream's organization and that organization's endpoints;
-    /// within a batch the answer is kept per stream until an event that can change it (a
-    /// stream's first event, an endpoint's own event) comes by.
+    /// Every event looks up its stream's organization and that organization's endpoints.
+    /// Within a batch the answers are kept, per stream and per organization: only an
+    /// endpoint's own event changes an organization's routes (all are dropped after one),
+    /// and a stream's organization is fixed by its first event.
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let mut known: HashMap<String, Option<(String, Vec<Route>)>> = HashMap::new();
+        let mut by_org: HashMap<String, Vec<Route>> = HashMap::new();
         for event in events {
-            let (org, routes) = if event.version == 1 || event.stream_type == "webhook_endpoint" {
-                known.clear();
-                let Some(org) = owner(conn, event).await? else {
-                    continue;
-                };
-                let routes = routes_of(conn, &org).await?;
-                (org, routes)
-            } else {
-                // The common case in one statement: the stream's organization and its routes.
-                let found = match known.get(&event.stream_id) {
-                    Some(found) => found.clone(),
-                    None => {
-                        let found = stream_routes(conn, &event.stream_id).await?;
-                        known.insert(event.stream_id.clone(), found.clone());
-                        found
+            let found = match known.get(&event.stream_id) {
+                Some(found) => found.clone(),
+                None if event.version == 1 || event.stream_type == "webhook_endpoint" => {
+                    match owner(conn, event).await? {
+                        None => None,
+                        Some(org) => {
+                            let routes = match by_org.get(&org) {
+                                Some(routes) => routes.clone(),
+                                None => {
+                                    let routes = routes_of(conn, &org).await?;
+                                    by_org.insert(org.clone(), routes.clone());
+                                    routes
+                                }
+                            };
+                            Some((org, routes))
+                        }
                     }
-                };
-                let Some(found) = found else {
-                    continue;
-                };
-                found
+                }
+                // The common case in one statement: the stream's organization and its routes.
+                None => stream_routes(conn, &event.stream_id).await?,
+            };
+            known.insert(event.stream_id.clone(), found.clone());
+            let Some((org, routes)) = found else {
+                continue;
             };
             // Enqueue first, so an endpoint's own creation goes to the others, not to itself.
             enqueue_for_subscribers(conn, event, &org, routes).await?;
@@ -112,6 +117,9 @@ impl Projector for WebhookEndpointsProjector {
                     .decode()
                     .map_err(|e| ProjectionError::decode(event, e))?;
                 apply_endpoint(conn, event, &org, e).await?;
+                // The organization's routes may have changed: look everything up again.
+                known.clear();
+                by_org.clear();
             }
         }
         Ok(())
