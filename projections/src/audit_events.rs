@@ -404,7 +404,7 @@ fn named_organization<'p>(
 
 /// The rows of `select` (ending in the key column) whose key is one of `keys`, in
 /// statements of at most [`ROWS_PER_STATEMENT`] binds.
-async fn rows_in(
+pub(crate) async fn rows_in(
     conn: &mut AnyConnection,
     select: &str,
     keys: &[String],

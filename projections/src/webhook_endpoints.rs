@@ -10,7 +10,7 @@
 //! organization's own stream, its members' user streams, its Verify streams and its
 //! endpoints' streams all reach its subscribers; nothing of another organization does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -24,6 +24,7 @@ use warden_domain::sealed::redact;
 use warden_domain::webhook_endpoint::{EventFilter, WebhookEndpointEvent};
 use warden_domain::RecordedEvent;
 
+use crate::audit_events::rows_in;
 use crate::webhooks::{enqueue, NewDelivery, SCHEME_STANDARD_WEBHOOKS};
 use crate::{ProjectionError, Projector};
 
@@ -82,7 +83,29 @@ impl Projector for WebhookEndpointsProjector {
         conn: &mut AnyConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut known: HashMap<String, Option<(String, Vec<Route>)>> = HashMap::new();
+        // The streams the batch goes on with (not started in it) in one read up front.
+        let started: HashSet<&str> = events
+            .iter()
+            .filter(|e| e.version == 1)
+            .map(|e| e.stream_id.as_str())
+            .collect();
+        let mut going_on: Vec<String> = events
+            .iter()
+            .filter(|e| {
+                e.stream_type != "webhook_endpoint" && !started.contains(e.stream_id.as_str())
+            })
+            .map(|e| e.stream_id.clone())
+            .collect();
+        going_on.sort_unstable();
+        going_on.dedup();
+        let mut found = stream_routes(conn, &going_on).await?;
+        let mut known: HashMap<String, Option<(String, Vec<Route>)>> = going_on
+            .into_iter()
+            .map(|id| {
+                let routes = found.remove(&id);
+                (id, routes)
+            })
+            .collect();
         let mut by_org: HashMap<String, Vec<Route>> = HashMap::new();
         for event in events {
             let found = match known.get(&event.stream_id) {
@@ -103,8 +126,11 @@ impl Projector for WebhookEndpointsProjector {
                         }
                     }
                 }
-                // The common case in one statement: the stream's organization and its routes.
-                None => stream_routes(conn, &event.stream_id).await?,
+                // Only after an endpoint's event: the stream's organization and its routes.
+                None => {
+                    let id = std::slice::from_ref(&event.stream_id);
+                    stream_routes(conn, id).await?.remove(&event.stream_id)
+                }
             };
             known.insert(event.stream_id.clone(), found.clone());
             let Some((org, routes)) = found else {
@@ -185,36 +211,35 @@ async fn routes_of(conn: &mut AnyConnection, org: &str) -> Result<Vec<Route>, Pr
     .await?)
 }
 
-/// The organization a known stream belongs to and its enabled endpoints, in one statement;
-/// `None` for a stream of no organization.
+/// The organization each known stream belongs to and its enabled endpoints, in one
+/// statement per chunk of streams; a stream of no organization is left out.
 async fn stream_routes(
     conn: &mut AnyConnection,
-    stream_id: &str,
-) -> Result<Option<(String, Vec<Route>)>, ProjectionError> {
-    let rows = sqlx::query(
-        "SELECT o.organization_id, e.endpoint_id, e.url, e.event_types \
+    stream_ids: &[String],
+) -> Result<HashMap<String, (String, Vec<Route>)>, ProjectionError> {
+    let rows = rows_in(
+        conn,
+        "SELECT o.stream_id, o.organization_id, e.endpoint_id, e.url, e.event_types \
          FROM webhook_stream_owners o LEFT JOIN webhook_endpoints e \
          ON e.organization_id = o.organization_id AND e.enabled = 1 \
-         WHERE o.stream_id = $1",
+         WHERE o.stream_id",
+        stream_ids,
     )
-    .bind(stream_id)
-    .fetch_all(&mut *conn)
     .await?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    let org: String = first.try_get(0)?;
-    let mut routes = Vec::with_capacity(rows.len());
+    let mut found: HashMap<String, (String, Vec<Route>)> = HashMap::new();
     for row in &rows {
-        if let Some(endpoint_id) = row.try_get::<Option<String>, _>(1)? {
+        let stream_id: String = row.try_get(0)?;
+        let org: String = row.try_get(1)?;
+        let (_, routes) = found.entry(stream_id).or_insert_with(|| (org, Vec::new()));
+        if let Some(endpoint_id) = row.try_get::<Option<String>, _>(2)? {
             routes.push(Route {
                 endpoint_id,
-                url: row.try_get(2)?,
-                event_types: row.try_get(3)?,
+                url: row.try_get(3)?,
+                event_types: row.try_get(4)?,
             });
         }
     }
-    Ok(Some((org, routes)))
+    Ok(found)
 }
 
 async fn enqueue_for_subscribers(
