@@ -59,6 +59,23 @@ impl WriteGate {
     }
 }
 
+/// A batching writer's next batch: `first`, then whatever else is queued already, up to
+/// `max` in all. Take it after the gate, so what arrived during the wait joins in.
+pub(crate) fn queued_batch<T>(
+    first: T,
+    queue: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    max: usize,
+) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot open the database: {0}")]

@@ -1354,14 +1354,14 @@ async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
     let total = 1 + 10 * 2 + 1 + 2 + 3 + 1;
     assert_eq!(store.head_position().await.unwrap(), total);
     let all = store.read_all(0, 100).await.unwrap();
-    for e in &all {
-        if e.stream_id == "warm" && e.version == 2 {
-            assert_eq!(
-                e.prev_hash, all[0].hash,
-                "the chain goes on from the stored head"
-            );
-        }
-    }
+    let warm_second = all
+        .iter()
+        .find(|e| e.stream_id == "warm" && e.version == 2)
+        .unwrap();
+    assert_eq!(
+        warm_second.prev_hash, all[0].hash,
+        "the chain goes on from the stored head"
+    );
     assert_eq!(
         all.iter().map(|e| e.global_position).collect::<Vec<_>>(),
         (1..=total).collect::<Vec<_>>()

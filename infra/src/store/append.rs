@@ -414,21 +414,21 @@ pub(super) async fn stream_heads(
         }
     }
     for id in stream_ids {
-        if !heads.contains_key(*id) {
-            heads.insert((*id).to_owned(), (0, GENESIS.to_owned()));
-        }
+        heads
+            .entry((*id).to_owned())
+            .or_insert_with(|| (0, GENESIS.to_owned()));
     }
     Ok(heads)
 }
 
-/// Inserts the events of several prepared requests at `position + 1`, … in queue order,
+/// Inserts the events of several prepared requests at `head + 1`, … in queue order,
 /// `chunk_rows` to a statement across request boundaries (a batch), and returns each
-/// request's events as recorded; `position` ends at the last one. A unique violation here
-/// fails the whole batch, which is then run one request at a time.
+/// request's events as recorded. A unique violation here fails the whole batch, which is
+/// then run one request at a time.
 pub(super) async fn insert_all(
     tx: &mut Transaction<'static, Any>,
     prepared: Vec<(&AppendRequest, Prepared<'_>)>,
-    position: &mut i64,
+    head: i64,
     chunk_rows: usize,
 ) -> Result<Vec<Vec<RecordedEvent>>, StoreError> {
     let mut rows: Vec<Pending> = Vec::new();
@@ -440,12 +440,13 @@ pub(super) async fn insert_all(
         }
         counts.push((request, rows.len() - before));
     }
-    let first = *position + 1;
-    for (n, chunk) in rows.chunks(chunk_rows.max(1)).enumerate() {
-        let at = first + (n * chunk_rows.max(1)) as i64;
-        insert_events(tx, chunk, at).await.map_err(db_error)?;
+    let first = head + 1;
+    let chunk_rows = chunk_rows.max(1);
+    for (n, chunk) in rows.chunks(chunk_rows).enumerate() {
+        insert_events(tx, chunk, first + (n * chunk_rows) as i64)
+            .await
+            .map_err(db_error)?;
     }
-    *position += rows.len() as i64;
     let mut recorded = (first..).zip(rows);
     let mut out = Vec::with_capacity(counts.len());
     for (request, count) in counts {

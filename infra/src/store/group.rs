@@ -21,6 +21,7 @@ use warden_commands::store::{AppendOutcome, AppendRequest, StoreError};
 use super::append::{head_in, insert_all, prepare, stream_heads, Failure, Prepared};
 use super::errors::db_error;
 use super::SqlEventStore;
+use crate::db::queued_batch;
 
 /// The most requests one batch takes.
 const MAX_BATCH: usize = 64;
@@ -62,13 +63,7 @@ impl SqlEventStore {
             // The gate first, then the queue: whatever arrived while this waited for
             // the other writers joins the batch.
             let _write = self.writes.enter().await;
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
+            let jobs = queued_batch(first, &mut queue, MAX_BATCH);
             if jobs.len() == 1 {
                 for job in jobs {
                     let result = self.append_alone(job.request).await;
@@ -194,8 +189,7 @@ impl SqlEventStore {
                 Err(e) => failures.push(Some(e)),
             }
         }
-        let mut position = head;
-        let mut recorded = insert_all(tx, ready, &mut position, BATCH_INSERT_CHUNK)
+        let mut recorded = insert_all(tx, ready, head, BATCH_INSERT_CHUNK)
             .await?
             .into_iter();
         let mut at = head;

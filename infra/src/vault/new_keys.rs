@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use tokio::sync::{mpsc, oneshot};
 use warden_commands::ports::SecretsError;
 
-use crate::db::Database;
+use crate::db::{queued_batch, Database};
 
 /// The most keys one insert takes (3 parameters each).
 const MAX_BATCH: usize = 64;
@@ -68,13 +68,7 @@ async fn write_loop(db: Database, mut queue: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = queue.recv().await {
         // The gate first, then the queue: whatever arrived while this waited joins the batch.
         let _write = db.writes.enter().await;
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+        let jobs = queued_batch(first, &mut queue, MAX_BATCH);
         let keys: Vec<&NewKey> = jobs.iter().map(|j| &j.key).collect();
         let outcome = insert_batch(&db, &keys).await;
         drop(keys);
