@@ -95,6 +95,9 @@ struct SqlEventStore {
     writes: WriteGate,
 }
 
+/// Streams named per statement by `read_streams` (one bind each).
+const STREAMS_PER_READ: usize = 200;
+
 /// The advisory lock key that serializes position assignment on Postgres ("WARDEN" + 1).
 /// Per database, so parallel test databases on one cluster do not contend. Public so tools
 /// and tests can hold writers back (`pg_advisory_xact_lock(APPEND_LOCK_KEY)`).
@@ -144,6 +147,29 @@ impl SqlEventStore {
         rows.iter()
             .map(|row| EventRow::decode(row)?.into_recorded())
             .collect()
+    }
+
+    async fn read_streams(&self, stream_ids: &[String]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = Vec::new();
+        for chunk in stream_ids.chunks(STREAMS_PER_READ) {
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id IN ({marks}) \
+                 ORDER BY stream_id, version"
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(&self.pool).await.map_err(db_error)?;
+            for row in &rows {
+                events.push(EventRow::decode(row)?.into_recorded()?);
+            }
+        }
+        Ok(events)
     }
 
     async fn read_stream_raw(&self, stream_id: &str) -> Result<Vec<RawEvent>, StoreError> {
@@ -278,6 +304,13 @@ macro_rules! delegate_event_store {
                 after_version: i64,
             ) -> Result<Vec<RecordedEvent>, StoreError> {
                 self.core.read_stream(stream_id, after_version).await
+            }
+
+            async fn read_streams(
+                &self,
+                stream_ids: &[String],
+            ) -> Result<Vec<RecordedEvent>, StoreError> {
+                self.core.read_streams(stream_ids).await
             }
 
             async fn read_stream_raw(&self, stream_id: &str) -> Result<Vec<RawEvent>, StoreError> {

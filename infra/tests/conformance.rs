@@ -313,6 +313,44 @@ async fn appended_events_read_back_with_versions_positions_and_a_valid_chain(t: 
     assert_eq!(store.head_position().await.unwrap(), 7);
     let unknown = store.verify_stream("user-nobody").await.unwrap();
     assert!(unknown.valid && unknown.events == 0);
+
+    // Several streams in one read: each whole and in version order, unknown ones empty.
+    let names = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+    let both = store
+        .read_streams(&names(&["user-b", "user-nobody", "user-a"]))
+        .await
+        .unwrap();
+    let mut expected = store.read_stream("user-a", 0).await.unwrap();
+    expected.extend(store.read_stream("user-b", 0).await.unwrap());
+    let mut got = both.clone();
+    got.sort_by(|x, y| (&x.stream_id, x.version).cmp(&(&y.stream_id, y.version)));
+    assert_eq!(got, expected);
+    for id in ["user-a", "user-b"] {
+        let versions: Vec<i64> = both
+            .iter()
+            .filter(|e| e.stream_id == id)
+            .map(|e| e.version)
+            .collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "{id}: {versions:?}"
+        );
+    }
+    assert!(store.read_streams(&[]).await.unwrap().is_empty());
+    // More streams than one statement names.
+    let many: Vec<String> = (0..450).map(|i| format!("many-{i}")).collect();
+    store
+        .append(request(
+            many.iter().map(|id| stream(id, 0, events(1, 1))).collect(),
+        ))
+        .await
+        .unwrap();
+    let read = store.read_streams(&many).await.unwrap();
+    let mut ids: Vec<&str> = read.iter().map(|e| e.stream_id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want: Vec<&str> = many.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want);
 }
 
 async fn a_wrong_expected_version_conflicts_and_writes_nothing(t: &TestDb) {

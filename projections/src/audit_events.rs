@@ -18,6 +18,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use warden_domain::chain::format_time;
 use warden_domain::RecordedEvent;
 
+use crate::sql::{rows, rows_in, ROWS_PER_STATEMENT};
 use crate::{ProjectionError, Projector};
 
 /// How a sealed value or a digest is shown.
@@ -170,9 +171,6 @@ struct Entry {
     change_made_by: &'static str,
     changes: String,
 }
-
-/// Rows per multi-row statement (at most 10 binds a row, well under every bind limit).
-const ROWS_PER_STATEMENT: usize = 200;
 
 impl Batch {
     /// Reads, in a few statements, the stream rows and field values the batch will need.
@@ -400,47 +398,6 @@ fn named_organization<'p>(
     } else {
         payload.get("organization_id").and_then(Value::as_str)
     }
-}
-
-/// The rows of `select` (ending in the key column) whose key is one of `keys`, in
-/// statements of at most [`ROWS_PER_STATEMENT`] binds.
-pub(crate) async fn rows_in(
-    conn: &mut AnyConnection,
-    select: &str,
-    keys: &[String],
-) -> Result<Vec<sqlx::any::AnyRow>, ProjectionError> {
-    let mut rows = Vec::new();
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!("{select} IN ({})", placeholders(chunk.len()));
-        let mut query = sqlx::query(&sql);
-        for key in chunk {
-            query = query.bind(key);
-        }
-        rows.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(rows)
-}
-
-/// `$1, $2, …, $n`.
-fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `n` rows of `width` binds each: `($1, $2, $3), ($4, $5, $6), …`.
-fn rows(n: usize, width: usize) -> String {
-    (0..n)
-        .map(|r| {
-            let binds = (1..=width)
-                .map(|c| format!("${}", r * width + c))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("({binds})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The part of a user a family of events describes, prefixed to their fields (dot

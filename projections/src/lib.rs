@@ -13,6 +13,7 @@ pub mod members;
 pub mod organizations;
 pub mod runtime;
 pub mod sessions;
+mod sql;
 pub mod users;
 pub mod verify;
 pub mod webhook_endpoints;

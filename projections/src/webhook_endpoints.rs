@@ -24,7 +24,7 @@ use warden_domain::sealed::redact;
 use warden_domain::webhook_endpoint::{EventFilter, WebhookEndpointEvent};
 use warden_domain::RecordedEvent;
 
-use crate::audit_events::rows_in;
+use crate::sql::rows_in;
 use crate::webhooks::{enqueue, NewDelivery, SCHEME_STANDARD_WEBHOOKS};
 use crate::{ProjectionError, Projector};
 
