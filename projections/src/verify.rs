@@ -15,6 +15,7 @@ use warden_domain::verify::template::VerifyTemplateEvent;
 use warden_domain::verify::verification::{VerificationEvent, MAX_FAILED_ATTEMPTS};
 use warden_domain::RecordedEvent;
 
+use crate::sql::{rows, ROWS_PER_STATEMENT};
 use crate::{open_text, ProjectionError, Projector};
 
 pub struct VerifyProjector {
@@ -82,31 +83,47 @@ impl Projector for VerifyProjector {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        let at = format_time(event.recorded_at);
-        match event.stream_type.as_str() {
-            "verify_profile" => {
-                let id = event.stream_id.trim_start_matches("verify_profile-");
-                let e: VerifyProfileEvent = event
-                    .decode()
-                    .map_err(|e| ProjectionError::decode(event, e))?;
-                apply_profile(conn, id, &at, e).await
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Every verification event changes one row, so a batch folds its verification events
+    /// into the rows they leave behind and writes them in two multi-row statements: one
+    /// INSERT of the verifications the batch started, one UPDATE of the others. Profiles
+    /// and templates (rare) are written as they come; no statement reads another's table.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut rows = VerificationRows::default();
+        for event in events {
+            let at = format_time(event.recorded_at);
+            match event.stream_type.as_str() {
+                "verify_profile" => {
+                    let id = event.stream_id.trim_start_matches("verify_profile-");
+                    let e: VerifyProfileEvent = event
+                        .decode()
+                        .map_err(|e| ProjectionError::decode(event, e))?;
+                    apply_profile(conn, id, &at, e).await?;
+                }
+                "verify_template" => {
+                    let id = event.stream_id.trim_start_matches("verify_template-");
+                    let e: VerifyTemplateEvent = event
+                        .decode()
+                        .map_err(|e| ProjectionError::decode(event, e))?;
+                    apply_template(conn, id, &at, e).await?;
+                }
+                "verification" => {
+                    let id = event.stream_id.trim_start_matches("verification-");
+                    let e: VerificationEvent = event
+                        .decode()
+                        .map_err(|e| ProjectionError::decode(event, e))?;
+                    rows.apply(self.secrets.as_ref(), id, at, e).await?;
+                }
+                _ => {}
             }
-            "verify_template" => {
-                let id = event.stream_id.trim_start_matches("verify_template-");
-                let e: VerifyTemplateEvent = event
-                    .decode()
-                    .map_err(|e| ProjectionError::decode(event, e))?;
-                apply_template(conn, id, &at, e).await
-            }
-            "verification" => {
-                let id = event.stream_id.trim_start_matches("verification-");
-                let e: VerificationEvent = event
-                    .decode()
-                    .map_err(|e| ProjectionError::decode(event, e))?;
-                self.apply_verification(conn, id, &at, e).await
-            }
-            _ => Ok(()),
         }
+        rows.write(conn).await
     }
 }
 
@@ -193,73 +210,171 @@ async fn apply_template(
     Ok(())
 }
 
-impl VerifyProjector {
-    async fn apply_verification(
-        &self,
-        conn: &mut AnyConnection,
+/// A batch's verification rows: the ones it started, whole, and the columns it changed of
+/// the others (`None`: left as stored).
+#[derive(Default)]
+struct VerificationRows {
+    new: Vec<NewVerification>,
+    changed: Vec<Change>,
+    /// Where each verification is in `new` (`Ok`) or `changed` (`Err`).
+    index: std::collections::HashMap<String, Result<usize, usize>>,
+}
+
+struct NewVerification {
+    verification_id: String,
+    organization_id: String,
+    profile_id: String,
+    phone_number: String,
+    kind: &'static str,
+    timeout_secs: i64,
+    custom_code: i64,
+    expires_at: String,
+    created_at: String,
+    columns: Columns,
+}
+
+struct Change {
+    verification_id: String,
+    status: Option<&'static str>,
+    delivery_status: Option<&'static str>,
+    failed_attempts: Option<i64>,
+    updated_at: String,
+}
+
+/// The columns later events change.
+struct Columns {
+    status: &'static str,
+    delivery_status: &'static str,
+    failed_attempts: i64,
+    updated_at: String,
+}
+
+impl VerificationRows {
+    async fn apply(
+        &mut self,
+        secrets: &dyn Secrets,
         id: &str,
-        at: &str,
+        at: String,
         e: VerificationEvent,
     ) -> Result<(), ProjectionError> {
-        let set = |column: &'static str, value: &'static str| {
-            format!("UPDATE verifications SET {column} = '{value}', updated_at = $2 WHERE verification_id = $1")
-        };
-        let sql = match e {
+        let (status, delivery_status, failed_attempts) = match e {
             VerificationEvent::Sent(sent) => {
-                let phone = open_text(self.secrets.as_ref(), &sent.phone_number)
+                let phone_number = open_text(secrets, &sent.phone_number)
                     .await?
                     .unwrap_or_default();
-                sqlx::query(
-                    "INSERT INTO verifications (verification_id, organization_id, profile_id, phone_number, \
-                     type, status, delivery_status, failed_attempts, timeout_secs, custom_code, expires_at, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 'sent', 0, $6, $7, $8, $9, $9)",
-                )
-                .bind(id)
-                .bind(sent.organization_id.to_string())
-                .bind(sent.profile_id.to_string())
-                .bind(phone)
-                .bind(sent.channel.as_str())
-                .bind(i64::from(sent.timeout_secs))
-                .bind(i64::from(sent.custom_code))
-                .bind(format_time(sent.expires_at))
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                self.index.insert(id.to_owned(), Ok(self.new.len()));
+                self.new.push(NewVerification {
+                    verification_id: id.to_owned(),
+                    organization_id: sent.organization_id.to_string(),
+                    profile_id: sent.profile_id.to_string(),
+                    phone_number,
+                    kind: sent.channel.as_str(),
+                    timeout_secs: i64::from(sent.timeout_secs),
+                    custom_code: i64::from(sent.custom_code),
+                    expires_at: format_time(sent.expires_at),
+                    created_at: at.clone(),
+                    columns: Columns {
+                        status: "pending",
+                        delivery_status: "sent",
+                        failed_attempts: 0,
+                        updated_at: at,
+                    },
+                });
                 return Ok(());
             }
-            VerificationEvent::CodeRejected { failed_attempts } => {
-                sqlx::query(
-                    "UPDATE verifications SET failed_attempts = $3, updated_at = $2 WHERE verification_id = $1",
-                )
-                .bind(id)
-                .bind(at)
-                .bind(i64::from(failed_attempts.min(MAX_FAILED_ATTEMPTS)))
-                .execute(&mut *conn)
-                .await?;
-                return Ok(());
-            }
-            VerificationEvent::Delivered {} => set("delivery_status", "delivered"),
+            VerificationEvent::CodeRejected { failed_attempts } => (
+                None,
+                None,
+                Some(i64::from(failed_attempts.min(MAX_FAILED_ATTEMPTS))),
+            ),
+            VerificationEvent::Delivered {} => (None, Some("delivered"), None),
             VerificationEvent::DeliveryFailed { .. } => {
-                sqlx::query(
-                    "UPDATE verifications SET status = 'error', delivery_status = 'sending_failed', \
-                     updated_at = $2 WHERE verification_id = $1",
-                )
-                .bind(id)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-                return Ok(());
+                (Some("error"), Some("sending_failed"), None)
             }
-            VerificationEvent::Accepted { .. } => set("status", "accepted"),
-            VerificationEvent::Invalidated { .. } => set("status", "invalid"),
-            VerificationEvent::Expired {} => set("status", "expired"),
+            VerificationEvent::Accepted { .. } => (Some("accepted"), None, None),
+            VerificationEvent::Invalidated { .. } => (Some("invalid"), None, None),
+            VerificationEvent::Expired {} => (Some("expired"), None, None),
         };
-        sqlx::query(&sql)
-            .bind(id)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
+        match self.index.get(id).copied() {
+            Some(Ok(i)) => {
+                if let Some(row) = self.new.get_mut(i) {
+                    let c = &mut row.columns;
+                    c.status = status.unwrap_or(c.status);
+                    c.delivery_status = delivery_status.unwrap_or(c.delivery_status);
+                    c.failed_attempts = failed_attempts.unwrap_or(c.failed_attempts);
+                    c.updated_at = at;
+                }
+            }
+            Some(Err(i)) => {
+                if let Some(change) = self.changed.get_mut(i) {
+                    change.status = status.or(change.status);
+                    change.delivery_status = delivery_status.or(change.delivery_status);
+                    change.failed_attempts = failed_attempts.or(change.failed_attempts);
+                    change.updated_at = at;
+                }
+            }
+            None => {
+                self.index.insert(id.to_owned(), Err(self.changed.len()));
+                self.changed.push(Change {
+                    verification_id: id.to_owned(),
+                    status,
+                    delivery_status,
+                    failed_attempts,
+                    updated_at: at,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        for chunk in self.new.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO verifications (verification_id, organization_id, profile_id, \
+                 phone_number, type, status, delivery_status, failed_attempts, timeout_secs, \
+                 custom_code, expires_at, created_at, updated_at) VALUES {}",
+                rows(chunk.len(), 13)
+            );
+            let mut query = sqlx::query(&sql);
+            for v in chunk {
+                query = query
+                    .bind(v.verification_id.as_str())
+                    .bind(v.organization_id.as_str())
+                    .bind(v.profile_id.as_str())
+                    .bind(v.phone_number.as_str())
+                    .bind(v.kind)
+                    .bind(v.columns.status)
+                    .bind(v.columns.delivery_status)
+                    .bind(v.columns.failed_attempts)
+                    .bind(v.timeout_secs)
+                    .bind(v.custom_code)
+                    .bind(v.expires_at.as_str())
+                    .bind(v.created_at.as_str())
+                    .bind(v.columns.updated_at.as_str());
+            }
+            query.execute(&mut *conn).await?;
+        }
+        // VALUES names its columns column1, column2, … on both backends; NULL keeps the
+        // stored value.
+        for chunk in self.changed.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE verifications SET status = COALESCE(v.column2, status), \
+                 delivery_status = COALESCE(v.column3, delivery_status), \
+                 failed_attempts = COALESCE(v.column4, failed_attempts), updated_at = v.column5 \
+                 FROM (VALUES {}) AS v WHERE verification_id = v.column1",
+                rows(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(&sql);
+            for c in chunk {
+                query = query
+                    .bind(c.verification_id.as_str())
+                    .bind(c.status)
+                    .bind(c.delivery_status)
+                    .bind(c.failed_attempts)
+                    .bind(c.updated_at.as_str());
+            }
+            query.execute(&mut *conn).await?;
+        }
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use warden_projections::{
-    audit_events, members, organizations, sessions, users, webhook_endpoints,
+    audit_events, members, organizations, sessions, users, verify, webhook_endpoints,
 };
 
 use crate::helpers::*;
@@ -148,6 +148,14 @@ async fn rebuilt_equals_live(app: TestApp) {
         .fetch_all(pool)
         .await
         .unwrap();
+        let verifications: Vec<verify::VerificationRow> = sqlx::query_as(
+            "SELECT verification_id, organization_id, profile_id, phone_number, type, status, \
+             delivery_status, failed_attempts, timeout_secs, custom_code, expires_at, \
+             created_at, updated_at FROM verifications ORDER BY verification_id",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
         (
             users::all(pool).await.unwrap(),
             sessions::all(pool).await.unwrap(),
@@ -156,6 +164,7 @@ async fn rebuilt_equals_live(app: TestApp) {
             format!("{:?}", members::dump(pool).await.unwrap()),
             endpoints,
             deliveries,
+            verifications,
         )
     };
     let live = snapshot().await;
@@ -196,6 +205,20 @@ async fn rebuilt_equals_live(app: TestApp) {
     assert!(
         !live.6.is_empty(),
         "deliveries were enqueued for the endpoint"
+    );
+    // The verification's row carries every event's change: sent, delivered, one rejected
+    // code, accepted.
+    let [v] = live.7.as_slice() else {
+        panic!("one verification: {:?}", live.7);
+    };
+    assert_eq!(
+        (
+            v.status.as_str(),
+            v.delivery_status.as_str(),
+            v.failed_attempts
+        ),
+        ("accepted", "delivered", 1),
+        "{v:?}"
     );
 }
 
