@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
-use sqlx::{AnyConnection, AnyPool, FromRow};
+use sqlx::{AnyConnection, AnyPool, FromRow, Row};
 use uuid::Uuid;
 use warden_commands::{EventStore, Secrets};
 use warden_domain::chain::format_time;
@@ -19,6 +19,7 @@ use warden_domain::verify::profile::VerifyProfileEvent;
 use warden_domain::verify::verification::{Verification, VerificationEvent};
 use warden_domain::{Aggregate, RecordedEvent};
 
+use crate::sql::{rows_in, ROWS_PER_STATEMENT};
 use crate::{open_text, ProjectionError, Projector};
 
 /// Telnyx's signature: Ed25519 over `"{timestamp}|{body}"`.
@@ -48,28 +49,60 @@ pub struct NewDelivery {
 
 /// Enqueues a delivery unless this event already has one for this subscription.
 pub async fn enqueue(conn: &mut AnyConnection, d: NewDelivery) -> Result<(), sqlx::Error> {
-    let at = format_time(d.at);
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (delivery_id, organization_id, subscription, event_id, event_type, \
-         scheme, url, failover_url, data, status, attempts, next_attempt_at, created_at, updated_at, \
-         endpoint_id, global_position) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10, $10, $11, $12) \
-         ON CONFLICT (event_id, subscription) DO NOTHING",
-    )
-    .bind(Uuid::now_v7().to_string())
-    .bind(d.organization_id)
-    .bind(d.subscription)
-    .bind(d.event_id)
-    .bind(d.event_type)
-    .bind(d.scheme)
-    .bind(d.url)
-    .bind(d.failover_url)
-    .bind(d.data.to_string())
-    .bind(at)
-    .bind(d.endpoint_id)
-    .bind(d.global_position)
-    .execute(&mut *conn)
-    .await?;
+    enqueue_all(conn, std::slice::from_ref(&d)).await
+}
+
+/// Enqueues deliveries, in order, in multi-row statements; each is skipped if its event
+/// already has one for its subscription.
+pub async fn enqueue_all(conn: &mut AnyConnection, all: &[NewDelivery]) -> Result<(), sqlx::Error> {
+    for chunk in all.chunks(ROWS_PER_STATEMENT) {
+        let values = (0..chunk.len())
+            .map(|r| {
+                let n = |c: usize| format!("${}", r * 12 + c);
+                format!(
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, 'pending', 0, {}, {}, {}, {}, {})",
+                    n(1),
+                    n(2),
+                    n(3),
+                    n(4),
+                    n(5),
+                    n(6),
+                    n(7),
+                    n(8),
+                    n(9),
+                    n(10),
+                    n(10),
+                    n(10),
+                    n(11),
+                    n(12)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO webhook_deliveries (delivery_id, organization_id, subscription, event_id, \
+             event_type, scheme, url, failover_url, data, status, attempts, next_attempt_at, \
+             created_at, updated_at, endpoint_id, global_position) VALUES {values} \
+             ON CONFLICT (event_id, subscription) DO NOTHING"
+        );
+        let mut query = sqlx::query(&sql);
+        for d in chunk {
+            query = query
+                .bind(Uuid::now_v7().to_string())
+                .bind(d.organization_id.as_str())
+                .bind(d.subscription.as_str())
+                .bind(d.event_id.as_str())
+                .bind(d.event_type.as_str())
+                .bind(d.scheme)
+                .bind(d.url.as_str())
+                .bind(d.failover_url.as_deref())
+                .bind(d.data.to_string())
+                .bind(format_time(d.at))
+                .bind(d.endpoint_id.as_deref())
+                .bind(d.global_position);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -131,17 +164,10 @@ impl VerifyWebhooksProjector {
         Self { store, secrets }
     }
 
-    /// The verification as it stood right after `event` (its stream folded up to it).
+    /// The verification as it stood right after `event`, folded from its stream in the log
+    /// (for an event whose stream the batch could not fold).
     async fn state_at(&self, event: &RecordedEvent) -> Result<Verification, ProjectionError> {
         let mut state = Verification::default();
-        if event.version == 1 {
-            // A stream's first event: there is nothing before it to read.
-            let decoded: VerificationEvent = event
-                .decode()
-                .map_err(|err| ProjectionError::decode(event, err))?;
-            state.apply(&decoded, event.recorded_at);
-            return Ok(state);
-        }
         for e in self.store.read_stream(&event.stream_id, 0).await? {
             if e.version > event.version {
                 break;
@@ -152,7 +178,69 @@ impl VerifyWebhooksProjector {
         }
         Ok(state)
     }
+
+    /// For each event of the batch, the webhook it raises and the verification's state
+    /// after it (`None` for events that raise none). States are folded in memory: from the
+    /// batch itself, and for the streams the batch goes on with (started before it), from
+    /// their earlier events, all read in one statement.
+    async fn raised(&self, events: &[RecordedEvent]) -> Result<Vec<Raised>, ProjectionError> {
+        let mut first: HashMap<&str, i64> = HashMap::new();
+        for e in events.iter().filter(|e| e.stream_type == "verification") {
+            first.entry(e.stream_id.as_str()).or_insert(e.version);
+        }
+        let going_on: Vec<String> = first
+            .iter()
+            .filter(|(_, version)| **version > 1)
+            .map(|(id, _)| (*id).to_owned())
+            .collect();
+        let mut states: HashMap<String, (i64, Verification)> = HashMap::new();
+        if !going_on.is_empty() {
+            for e in self.store.read_streams(&going_on).await? {
+                if first
+                    .get(e.stream_id.as_str())
+                    .is_none_or(|from| e.version >= *from)
+                {
+                    continue;
+                }
+                let decoded: VerificationEvent =
+                    e.decode().map_err(|err| ProjectionError::decode(&e, err))?;
+                let (at, state) = states.entry(e.stream_id.clone()).or_default();
+                if e.version == *at + 1 {
+                    state.apply(&decoded, e.recorded_at);
+                    *at = e.version;
+                }
+            }
+        }
+        let mut raised = Vec::with_capacity(events.len());
+        for event in events {
+            if event.stream_type != "verification" {
+                raised.push(None);
+                continue;
+            }
+            let e: VerificationEvent = event
+                .decode()
+                .map_err(|err| ProjectionError::decode(event, err))?;
+            let state = match states.remove(&event.stream_id) {
+                Some((version, mut state)) if version + 1 == event.version => {
+                    state.apply(&e, event.recorded_at);
+                    state
+                }
+                _ if event.version == 1 => {
+                    let mut state = Verification::default();
+                    state.apply(&e, event.recorded_at);
+                    state
+                }
+                _ => self.state_at(event).await?,
+            };
+            raised.push(webhook_type(&e).map(|kind| (kind, state.clone())));
+            states.insert(event.stream_id.clone(), (event.version, state));
+        }
+        Ok(raised)
+    }
 }
+
+/// The webhook an event raises and the verification's state after it.
+type Raised = Option<(&'static str, Verification)>;
 
 /// The webhook a verification event raises, if any.
 fn webhook_type(e: &VerificationEvent) -> Option<&'static str> {
@@ -186,104 +274,120 @@ impl Projector for VerifyWebhooksProjector {
         self.apply_batch(conn, std::slice::from_ref(event)).await
     }
 
-    /// A verification's webhook carries its state after the event, so each event needs its
-    /// stream folded up to it, and each send looks up its profile's webhook target; within a
-    /// batch both are kept in memory (a send's `sent` and `delivered` usually share one).
+    /// A verification's webhook carries its state after the event and goes to its
+    /// profile's target. A batch folds the states in memory ([`Self::raised`]), reads the
+    /// targets of every profile it needs in one statement, and enqueues its deliveries
+    /// together; a profile's own event changes its target in log order.
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut memo = Memo::default();
-        for event in events {
-            self.apply_one(conn, event, &mut memo).await?;
+        let raised = self.raised(events).await?;
+        let mut profiles: Vec<String> = raised
+            .iter()
+            .flatten()
+            .filter_map(|(_, state)| state.sent.as_ref())
+            .map(|sent| sent.profile_id.to_string())
+            .collect();
+        profiles.sort_unstable();
+        profiles.dedup();
+        let mut targets = targets_of(conn, &profiles).await?;
+        let mut deliveries = Vec::new();
+        for (event, raised) in events.iter().zip(raised) {
+            match (event.stream_type.as_str(), raised) {
+                ("verify_profile", _) => {
+                    self.apply_profile(conn, event, &mut targets, &mut deliveries)
+                        .await?
+                }
+                ("verification", Some((event_type, state))) => {
+                    self.verification_delivery(
+                        conn,
+                        event,
+                        event_type,
+                        &state,
+                        &mut targets,
+                        &mut deliveries,
+                    )
+                    .await?
+                }
+                _ => {}
+            }
         }
+        enqueue_all(conn, &deliveries).await?;
         Ok(())
     }
 }
 
-/// What a batch remembers between events.
-#[derive(Default)]
-struct Memo {
-    /// Each verification stream's state and the version it is at.
-    states: HashMap<String, (i64, Verification)>,
-    /// Each profile's webhook target (`None`: none).
-    targets: HashMap<String, Option<Target>>,
+/// Each profile's webhook target (`None`: none), as far as the batch has looked them up.
+type Targets = HashMap<String, Option<Target>>;
+
+/// The targets of `profiles`, read in one statement (those without a row: `None`).
+async fn targets_of(
+    conn: &mut AnyConnection,
+    profiles: &[String],
+) -> Result<Targets, ProjectionError> {
+    let mut targets: Targets = profiles.iter().map(|p| (p.clone(), None)).collect();
+    let rows = rows_in(
+        conn,
+        "SELECT profile_id, organization_id, url, failover_url FROM verify_webhook_targets \
+         WHERE profile_id",
+        profiles,
+    )
+    .await?;
+    for row in &rows {
+        targets.insert(
+            row.try_get("profile_id")?,
+            Some(Target {
+                organization_id: row.try_get("organization_id")?,
+                url: row.try_get("url")?,
+                failover_url: row.try_get("failover_url")?,
+            }),
+        );
+    }
+    Ok(targets)
 }
 
 impl VerifyWebhooksProjector {
-    async fn apply_one(
+    /// A profile's event: its spend alert's webhook, or a change of where its webhooks go.
+    async fn apply_profile(
         &self,
         conn: &mut AnyConnection,
         event: &RecordedEvent,
-        memo: &mut Memo,
+        targets: &mut Targets,
+        deliveries: &mut Vec<NewDelivery>,
     ) -> Result<(), ProjectionError> {
-        match event.stream_type.as_str() {
-            "verify_profile" => {
-                let id = event.stream_id.trim_start_matches("verify_profile-");
-                memo.targets.remove(id);
-                let e: VerifyProfileEvent = event
-                    .decode()
-                    .map_err(|e| ProjectionError::decode(event, e))?;
-                if let VerifyProfileEvent::SpendThresholdReached {
-                    day,
-                    percent,
-                    spent,
-                    limit,
-                } = &e
-                {
-                    let payload = json!({
-                        "profile_id": id,
-                        "record_type": "verify_profile_spend",
-                        "day": day.to_string(),
-                        "percent": percent,
-                        "spent": spent.dollars(),
-                        "daily_spend_limit": limit.dollars(),
-                    });
-                    return enqueue_for_profile(
-                        conn,
-                        event,
-                        id,
-                        "verify.spend_threshold_reached",
-                        payload,
-                        &mut memo.targets,
-                    )
-                    .await;
-                }
-                route(conn, id, e).await
-            }
-            "verification" => {
-                let e: VerificationEvent = event
-                    .decode()
-                    .map_err(|e| ProjectionError::decode(event, e))?;
-                // The state after this event: from the batch's state of the stream when it
-                // is at the version before, else folded from the log.
-                let known = match memo.states.remove(&event.stream_id) {
-                    Some((version, mut state)) if version + 1 == event.version => {
-                        state.apply(&e, event.recorded_at);
-                        Some(state)
-                    }
-                    _ => None,
-                };
-                let state = match (webhook_type(&e), known) {
-                    (None, Some(state)) => state,
-                    (None, None) => return Ok(()),
-                    (Some(event_type), known) => {
-                        let state = match known {
-                            Some(state) => state,
-                            None => self.state_at(event).await?,
-                        };
-                        self.enqueue_verification(conn, event, event_type, &state, memo)
-                            .await?;
-                        state
-                    }
-                };
-                memo.states
-                    .insert(event.stream_id.clone(), (event.version, state));
-                Ok(())
-            }
-            _ => Ok(()),
+        let id = event.stream_id.trim_start_matches("verify_profile-");
+        targets.remove(id);
+        let e: VerifyProfileEvent = event
+            .decode()
+            .map_err(|e| ProjectionError::decode(event, e))?;
+        if let VerifyProfileEvent::SpendThresholdReached {
+            day,
+            percent,
+            spent,
+            limit,
+        } = &e
+        {
+            let payload = json!({
+                "profile_id": id,
+                "record_type": "verify_profile_spend",
+                "day": day.to_string(),
+                "percent": percent,
+                "spent": spent.dollars(),
+                "daily_spend_limit": limit.dollars(),
+            });
+            let target = target_of(conn, id, targets).await?;
+            deliveries.extend(delivery_for_profile(
+                event,
+                id,
+                target,
+                "verify.spend_threshold_reached",
+                payload,
+            ));
+            return Ok(());
         }
+        route(conn, id, e).await
     }
 }
 
@@ -345,18 +449,25 @@ struct Target {
 }
 
 impl VerifyWebhooksProjector {
-    async fn enqueue_verification(
+    /// The webhook a verification event raises, for its profile's target if it has one.
+    async fn verification_delivery(
         &self,
         conn: &mut AnyConnection,
         event: &RecordedEvent,
         event_type: &'static str,
         state: &Verification,
-        memo: &mut Memo,
+        targets: &mut Targets,
+        deliveries: &mut Vec<NewDelivery>,
     ) -> Result<(), ProjectionError> {
         let Some(sent) = &state.sent else {
             return Ok(());
         };
         let profile_id = sent.profile_id.to_string();
+        let target = target_of(conn, &profile_id, targets).await?;
+        // Without a URL there is nothing to send, and no phone number to open.
+        if target.as_ref().is_none_or(|t| t.url.is_none()) {
+            return Ok(());
+        }
         let phone = open_text(self.secrets.as_ref(), &sent.phone_number).await?;
         let created_at = state.created_at.map(format_time);
         let payload = json!({
@@ -375,48 +486,50 @@ impl VerifyWebhooksProjector {
             "created_at": created_at,
             "updated_at": format_time(event.recorded_at),
         });
-        enqueue_for_profile(
-            conn,
+        deliveries.extend(delivery_for_profile(
             event,
             &profile_id,
+            target,
             event_type,
             payload,
-            &mut memo.targets,
-        )
-        .await
+        ));
+        Ok(())
     }
 }
 
-/// Enqueues one Telnyx-enveloped event for the profile's webhook URL, if it has one.
-async fn enqueue_for_profile(
+/// The profile's webhook target: from the batch's look-ups, else read (after a profile's
+/// own event changed it).
+async fn target_of(
     conn: &mut AnyConnection,
+    profile_id: &str,
+    targets: &mut Targets,
+) -> Result<Option<Target>, ProjectionError> {
+    if let Some(known) = targets.get(profile_id) {
+        return Ok(known.clone());
+    }
+    let found = targets_of(conn, &[profile_id.to_owned()])
+        .await?
+        .remove(profile_id)
+        .flatten();
+    targets.insert(profile_id.to_owned(), found.clone());
+    Ok(found)
+}
+
+/// One Telnyx-enveloped event for the profile's webhook URL, if it has one.
+fn delivery_for_profile(
     event: &RecordedEvent,
     profile_id: &str,
+    target: Option<Target>,
     event_type: &'static str,
     payload: Value,
-    targets: &mut HashMap<String, Option<Target>>,
-) -> Result<(), ProjectionError> {
-    let target = match targets.get(profile_id) {
-        Some(known) => known.clone(),
-        None => {
-            let found = sqlx::query_as::<_, Target>(
-                "SELECT organization_id, url, failover_url FROM verify_webhook_targets \
-                 WHERE profile_id = $1",
-            )
-            .bind(profile_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            targets.insert(profile_id.to_owned(), found.clone());
-            found
-        }
-    };
+) -> Option<NewDelivery> {
     let Some(Target {
         organization_id,
         url: Some(url),
         failover_url,
     }) = target
     else {
-        return Ok(());
+        return None;
     };
     let data = json!({
         "event_type": event_type,
@@ -425,24 +538,19 @@ async fn enqueue_for_profile(
         "payload": payload,
         "record_type": "event",
     });
-    enqueue(
-        conn,
-        NewDelivery {
-            organization_id,
-            subscription: format!("verify_profile:{profile_id}"),
-            event_id: event.event_id.to_string(),
-            event_type: event_type.to_owned(),
-            scheme: SCHEME_TELNYX_ED25519,
-            url,
-            failover_url,
-            data,
-            at: event.recorded_at,
-            endpoint_id: None,
-            global_position: Some(event.global_position),
-        },
-    )
-    .await?;
-    Ok(())
+    Some(NewDelivery {
+        organization_id,
+        subscription: format!("verify_profile:{profile_id}"),
+        event_id: event.event_id.to_string(),
+        event_type: event_type.to_owned(),
+        scheme: SCHEME_TELNYX_ED25519,
+        url,
+        failover_url,
+        data,
+        at: event.recorded_at,
+        endpoint_id: None,
+        global_position: Some(event.global_position),
+    })
 }
 
 /// Which deliveries a delivery-log query wants (Telnyx's `filter[…]` parameters).
