@@ -24,8 +24,8 @@ use warden_domain::sealed::redact;
 use warden_domain::webhook_endpoint::{EventFilter, WebhookEndpointEvent};
 use warden_domain::RecordedEvent;
 
-use crate::sql::rows_in;
-use crate::webhooks::{enqueue, NewDelivery, SCHEME_STANDARD_WEBHOOKS};
+use crate::sql::{rows, rows_in, ROWS_PER_STATEMENT};
+use crate::webhooks::{enqueue, enqueue_all, NewDelivery, SCHEME_STANDARD_WEBHOOKS};
 use crate::{ProjectionError, Projector};
 
 /// The body a subscriber receives (`{type, timestamp, data}`), the same on every attempt
@@ -107,11 +107,15 @@ impl Projector for WebhookEndpointsProjector {
             })
             .collect();
         let mut by_org: HashMap<String, Vec<Route>> = HashMap::new();
+        // Written together: new streams' owners (before anything reads the table again)
+        // and the deliveries (nothing in the batch reads them).
+        let mut owners = NewOwners::default();
+        let mut deliveries = Vec::new();
         for event in events {
             let found = match known.get(&event.stream_id) {
                 Some(found) => found.clone(),
                 None if event.version == 1 || event.stream_type == "webhook_endpoint" => {
-                    match owner(conn, event).await? {
+                    match owner(conn, &mut owners, event).await? {
                         None => None,
                         Some(org) => {
                             let routes = match by_org.get(&org) {
@@ -128,6 +132,7 @@ impl Projector for WebhookEndpointsProjector {
                 }
                 // Only after an endpoint's event: the stream's organization and its routes.
                 None => {
+                    owners.write(conn).await?;
                     let id = std::slice::from_ref(&event.stream_id);
                     stream_routes(conn, id).await?.remove(&event.stream_id)
                 }
@@ -137,7 +142,7 @@ impl Projector for WebhookEndpointsProjector {
                 continue;
             };
             // Enqueue first, so an endpoint's own creation goes to the others, not to itself.
-            enqueue_for_subscribers(conn, event, &org, routes).await?;
+            deliveries.extend(for_subscribers(event, &org, routes));
             if event.stream_type == "webhook_endpoint" {
                 let e: WebhookEndpointEvent = event
                     .decode()
@@ -148,6 +153,32 @@ impl Projector for WebhookEndpointsProjector {
                 by_org.clear();
             }
         }
+        owners.write(conn).await?;
+        enqueue_all(conn, &deliveries).await?;
+        Ok(())
+    }
+}
+
+/// `webhook_stream_owners` rows of the batch's new streams, not yet written.
+#[derive(Default)]
+struct NewOwners(Vec<(String, String)>);
+
+impl NewOwners {
+    /// Writes the pending rows in multi-row statements; a stream's first owner stays.
+    async fn write(&mut self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        for chunk in self.0.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO webhook_stream_owners (stream_id, organization_id) VALUES {} \
+                 ON CONFLICT (stream_id) DO NOTHING",
+                rows(chunk.len(), 2)
+            );
+            let mut query = sqlx::query(&sql);
+            for (stream_id, org) in chunk {
+                query = query.bind(stream_id).bind(org);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        self.0.clear();
         Ok(())
     }
 }
@@ -155,6 +186,7 @@ impl Projector for WebhookEndpointsProjector {
 /// The organization of the event's stream, recording it from the stream's first event.
 async fn owner(
     conn: &mut AnyConnection,
+    owners: &mut NewOwners,
     event: &RecordedEvent,
 ) -> Result<Option<String>, ProjectionError> {
     if event.version == 1 {
@@ -170,17 +202,11 @@ async fn owner(
                     .map(str::to_owned)
             });
         if let Some(org) = named {
-            sqlx::query(
-                "INSERT INTO webhook_stream_owners (stream_id, organization_id) VALUES ($1, $2) \
-                 ON CONFLICT (stream_id) DO NOTHING",
-            )
-            .bind(&event.stream_id)
-            .bind(&org)
-            .execute(&mut *conn)
-            .await?;
+            owners.0.push((event.stream_id.clone(), org.clone()));
             return Ok(Some(org));
         }
     }
+    owners.write(conn).await?;
     Ok(sqlx::query_scalar::<_, String>(
         "SELECT organization_id FROM webhook_stream_owners WHERE stream_id = $1",
     )
@@ -242,15 +268,12 @@ async fn stream_routes(
     Ok(found)
 }
 
-async fn enqueue_for_subscribers(
-    conn: &mut AnyConnection,
-    event: &RecordedEvent,
-    org: &str,
-    routes: Vec<Route>,
-) -> Result<(), ProjectionError> {
+/// The deliveries of an event to the organization's endpoints that subscribe to it.
+fn for_subscribers(event: &RecordedEvent, org: &str, routes: Vec<Route>) -> Vec<NewDelivery> {
     // An endpoint's own events (its disabling above all) are for the others.
     let own = event.stream_id.strip_prefix("webhook_endpoint-");
     let mut body = None;
+    let mut deliveries = Vec::new();
     for route in routes {
         if !subscribed(&route.event_types, &event.event_type)
             || own == Some(route.endpoint_id.as_str())
@@ -260,25 +283,21 @@ async fn enqueue_for_subscribers(
         let data = body
             .get_or_insert_with(|| standard_body(event, org))
             .clone();
-        enqueue(
-            conn,
-            NewDelivery {
-                organization_id: org.to_owned(),
-                subscription: format!("endpoint:{}", route.endpoint_id),
-                event_id: event.event_id.to_string(),
-                event_type: event.event_type.clone(),
-                scheme: SCHEME_STANDARD_WEBHOOKS,
-                url: route.url,
-                failover_url: None,
-                data,
-                at: event.recorded_at,
-                endpoint_id: Some(route.endpoint_id),
-                global_position: Some(event.global_position),
-            },
-        )
-        .await?;
+        deliveries.push(NewDelivery {
+            organization_id: org.to_owned(),
+            subscription: format!("endpoint:{}", route.endpoint_id),
+            event_id: event.event_id.to_string(),
+            event_type: event.event_type.clone(),
+            scheme: SCHEME_STANDARD_WEBHOOKS,
+            url: route.url,
+            failover_url: None,
+            data,
+            at: event.recorded_at,
+            endpoint_id: Some(route.endpoint_id),
+            global_position: Some(event.global_position),
+        });
     }
-    Ok(())
+    deliveries
 }
 
 async fn apply_endpoint(
