@@ -16,6 +16,7 @@ pub mod otp;
 pub mod pipeline;
 pub mod ports;
 pub mod sender;
+pub mod state_cache;
 pub mod store;
 pub mod two_factor;
 pub mod verify;

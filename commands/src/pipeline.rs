@@ -10,8 +10,10 @@ use warden_domain::{Aggregate, Ctx, DomainEvent, EventMetadata, RecordedEvent};
 
 use crate::error::CommandError;
 use crate::ports::Clock;
+use crate::state_cache::{StateCache, STATES_KEPT};
 use crate::store::{
-    AppendRequest, Claim, EventStore, IdempotencyLease, NewEvent, Snapshot, StreamAppend,
+    AppendRequest, Claim, EventStore, IdempotencyLease, NewEvent, Snapshot, StoreError,
+    StreamAppend,
 };
 
 /// How many times a command is decided afresh after losing a version race. Each retry
@@ -102,6 +104,8 @@ pub struct Pipeline {
     store: Arc<dyn EventStore>,
     clock: Arc<dyn Clock>,
     secrets: Option<Arc<dyn crate::ports::Secrets>>,
+    /// Shared by every clone: loads of one stream go on from the last one.
+    states: Arc<StateCache>,
 }
 
 impl Pipeline {
@@ -110,6 +114,7 @@ impl Pipeline {
             store,
             clock,
             secrets: None,
+            states: Arc::new(StateCache::new(STATES_KEPT)),
         }
     }
 
@@ -170,12 +175,34 @@ impl Pipeline {
         Ctx { now: self.now() }
     }
 
-    /// Loads an aggregate from its latest usable snapshot plus the events after it.
+    /// Loads an aggregate: from the state this process loaded last (see [`StateCache`]),
+    /// else from its latest usable snapshot, plus the events after it.
     pub async fn load<A: Aggregate, E: std::error::Error + 'static>(
         &self,
         stream_id: &str,
     ) -> Result<Loaded<A>, CommandError<E>> {
-        let (mut state, mut version) = match self.store.load_snapshot(stream_id).await? {
+        let (mut loaded, kept) = match self.states.get::<A>(stream_id) {
+            Some(kept) => (kept, true),
+            None => (self.snapshot_or_empty(stream_id).await?, false),
+        };
+        let after = loaded.version;
+        for recorded in self.store.read_stream(stream_id, after).await? {
+            let event: A::Event = recorded.decode()?;
+            loaded.state.apply(&event, recorded.recorded_at);
+            loaded.version = recorded.version;
+        }
+        if !kept || loaded.version > after {
+            self.states.put(stream_id, &loaded);
+        }
+        Ok(loaded)
+    }
+
+    /// The stream's latest usable snapshot (the empty state at version 0 if none).
+    async fn snapshot_or_empty<A: Aggregate>(
+        &self,
+        stream_id: &str,
+    ) -> Result<Loaded<A>, StoreError> {
+        let (state, version) = match self.store.load_snapshot(stream_id).await? {
             Some(s) if s.schema_version == A::SNAPSHOT_VERSION => {
                 match serde_json::from_value::<A>(s.state) {
                     Ok(state) => (state, s.version),
@@ -187,16 +214,10 @@ impl Pipeline {
             }
             _ => (A::default(), 0),
         };
-        let snapshot_version = version;
-        for recorded in self.store.read_stream(stream_id, version).await? {
-            let event: A::Event = recorded.decode()?;
-            state.apply(&event, recorded.recorded_at);
-            version = recorded.version;
-        }
         Ok(Loaded {
             state,
             version,
-            snapshot_version,
+            snapshot_version: version,
         })
     }
 
@@ -295,14 +316,27 @@ impl Pipeline {
             plan.push::<A>(stream_id, loaded.version, &events)?;
             match self.commit(plan, meta, ctx.now).await {
                 Ok((recorded, position)) => {
-                    let mut state = loaded.state;
+                    let mut after = Loaded {
+                        version: loaded.version + events.len() as i64,
+                        ..loaded
+                    };
+                    // The time as stored (rounded), so the state is the fold of the log.
+                    let stored = recorded
+                        .iter()
+                        .find(|r| r.stream_id == stream_id && r.version == after.version);
+                    let at = stored.map_or(ctx.now, |r| r.recorded_at);
                     for e in &events {
-                        state.apply(e, ctx.now);
+                        after.state.apply(e, at);
                     }
-                    let version = loaded.version + events.len() as i64;
-                    if version - loaded.snapshot_version >= SNAPSHOT_EVERY {
-                        self.snapshot(stream_id, &state, version).await;
+                    if after.version - after.snapshot_version >= SNAPSHOT_EVERY
+                        && self.snapshot(stream_id, &after.state, after.version).await
+                    {
+                        after.snapshot_version = after.version;
                     }
+                    if stored.is_some() {
+                        self.states.put(stream_id, &after);
+                    }
+                    let state = after.state;
                     return Ok((
                         Executed {
                             state,
@@ -398,9 +432,10 @@ impl Pipeline {
         Ok((outcome.events, position))
     }
 
-    async fn snapshot<A: Aggregate>(&self, stream_id: &str, state: &A, version: i64) {
+    /// Saves a snapshot of the stream; whether it was saved.
+    async fn snapshot<A: Aggregate>(&self, stream_id: &str, state: &A, version: i64) -> bool {
         let Ok(state) = serde_json::to_value(state) else {
-            return;
+            return false;
         };
         let snapshot = Snapshot {
             stream_id: stream_id.to_owned(),
@@ -408,9 +443,13 @@ impl Pipeline {
             version,
             state,
         };
-        if let Err(e) = self.store.save_snapshot(snapshot).await {
+        match self.store.save_snapshot(snapshot).await {
+            Ok(()) => true,
             // A snapshot is only a cache: the next load simply reads more events.
-            tracing::warn!(stream_id, error = %e, "snapshot not saved");
+            Err(e) => {
+                tracing::warn!(stream_id, error = %e, "snapshot not saved");
+                false
+            }
         }
     }
 }

@@ -11,12 +11,18 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use sqlx::{Connection, Executor, Row};
 use uuid::Uuid;
+use warden_commands::pipeline::{Meta, Pipeline};
 use warden_commands::store::{
     AppendOutcome, AppendRequest, Claim, EventStore, IdempotencyAbandon, IdempotencyBegin,
     IdempotencyKey, IdempotencyLease, NewEvent, SavedResponse, Snapshot, StoreError, StreamAppend,
 };
+use warden_commands::{Clock, ManualClock};
 use warden_domain::chain::{format_time, GENESIS};
-use warden_domain::EventMetadata;
+use warden_domain::verify::values::VerifyChannel;
+use warden_domain::verify::verification::{
+    self, DeliveryStatus, Sent, Verification, VerificationCommand, VerificationError,
+};
+use warden_domain::{Aggregate, Digest, EventMetadata, Sealed};
 use warden_infra::db::{Backend, Database};
 use warden_infra::store::{open_store, APPEND_LOCK_KEY};
 
@@ -167,6 +173,7 @@ conformance!(
     read_all_pages_in_global_order_and_head_follows,
     an_append_waits_for_a_slower_writer_holding_the_append_lock,
     appends_queued_together_each_get_their_own_result,
+    pipelines_on_one_store_load_what_the_log_says,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1406,5 +1413,104 @@ async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
     );
     for e in &all {
         assert!(store.verify_stream(&e.stream_id).await.unwrap().valid);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The command pipeline's kept states (two pipelines: two instances on one store).
+
+fn sent(id: Uuid, now: DateTime<Utc>) -> Sent {
+    Sent {
+        verification_id: id,
+        organization_id: Uuid::nil(),
+        profile_id: Uuid::nil(),
+        channel: VerifyChannel::Sms,
+        phone_number: Sealed {
+            key_id: "org-x".into(),
+            nonce: "bm9uY2U=".into(),
+            ciphertext: "Y2lwaGVy".into(),
+        },
+        phone_digest: Digest("phone".into()),
+        code_digest: Digest("code".into()),
+        custom_code: true,
+        timeout_secs: 300,
+        expires_at: now + chrono::Duration::seconds(300),
+        extension: None,
+    }
+}
+
+/// What a pipeline that has kept nothing loads: the fold of the log.
+async fn from_the_log(t: &TestDb, clock: &Arc<ManualClock>, stream: &str) -> serde_json::Value {
+    let fresh = Pipeline::new(t.store.clone(), clock.clone());
+    let loaded = fresh
+        .load::<Verification, VerificationError>(stream)
+        .await
+        .unwrap();
+    json!({ "version": loaded.version, "state": loaded.state })
+}
+
+async fn pipelines_on_one_store_load_what_the_log_says(t: &TestDb) {
+    // Nanoseconds the store rounds away: a kept state must hold the stored time.
+    let clock = Arc::new(ManualClock::new(
+        t0() + chrono::Duration::nanoseconds(123_456_789),
+    ));
+    let (one, two) = (
+        Pipeline::new(t.store.clone(), clock.clone()),
+        Pipeline::new(t.store.clone(), clock.clone()),
+    );
+    let id = Uuid::now_v7();
+    let stream = Verification::stream_id(id);
+    let meta = Meta::default();
+    let sent = sent(id, clock.now());
+    let run = |p: &Pipeline, cmd: VerificationCommand| {
+        let (p, stream, meta) = (p.clone(), stream.clone(), meta.clone());
+        async move {
+            p.execute::<Verification, VerificationError, _>(&stream, &meta, move |state, ctx| {
+                verification::decide(state, cmd.clone(), ctx)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    run(&one, VerificationCommand::Send(sent)).await;
+    let kept = one
+        .load::<Verification, VerificationError>(&stream)
+        .await
+        .unwrap();
+    assert_eq!(
+        json!({ "version": kept.version, "state": kept.state }),
+        from_the_log(t, &clock, &stream).await,
+        "the state kept after a command is the log's"
+    );
+    // The other instance writes; the first one's next load goes on from what it kept.
+    clock.advance(chrono::Duration::nanoseconds(1_000_000_001));
+    run(&two, VerificationCommand::RecordDelivery).await;
+    let seen = one
+        .load::<Verification, VerificationError>(&stream)
+        .await
+        .unwrap();
+    assert_eq!(seen.version, 2);
+    assert_eq!(seen.state.delivery, DeliveryStatus::Delivered);
+    // A command decided on a state the other instance has moved past conflicts, and is
+    // decided again on the stream as it is: the second wrong code counts as the second.
+    let wrong = || VerificationCommand::Check {
+        code_digest: Digest("wrong".into()),
+    };
+    run(&two, wrong()).await;
+    run(&one, wrong()).await;
+    let last = one
+        .load::<Verification, VerificationError>(&stream)
+        .await
+        .unwrap();
+    assert_eq!((last.version, last.state.failed_attempts), (4, 2));
+    for p in [&one, &two] {
+        let loaded = p
+            .load::<Verification, VerificationError>(&stream)
+            .await
+            .unwrap();
+        assert_eq!(
+            json!({ "version": loaded.version, "state": loaded.state }),
+            from_the_log(t, &clock, &stream).await
+        );
     }
 }
