@@ -539,10 +539,10 @@ impl Accounts {
             .pipeline
             .load::<User, AccountsError>(&User::stream_id(user_id))
             .await?;
-        let Some(sealed) = loaded.state.email else {
+        let Some(sealed) = &loaded.state.email else {
             return Ok(None);
         };
-        let Some(bytes) = self.secrets.open(&sealed).await? else {
+        let Some(bytes) = self.secrets.open(sealed).await? else {
             return Ok(None);
         };
         Ok(EmailAddress::parse("/email", &String::from_utf8_lossy(&bytes)).ok())

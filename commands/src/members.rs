@@ -491,6 +491,7 @@ impl Members {
             .await?
             .state
             .email
+            .clone()
         {
             Some(sealed) => self.email_claim_of(&sealed).await?,
             None => None,

@@ -22,8 +22,8 @@ pub(crate) async fn email_user(
         .load::<User, std::convert::Infallible>(&User::stream_id(user_id))
         .await
     {
-        Ok(loaded) => match loaded.state.email {
-            Some(sealed) => secrets.open(&sealed).await.ok().flatten(),
+        Ok(loaded) => match &loaded.state.email {
+            Some(sealed) => secrets.open(sealed).await.ok().flatten(),
             None => None,
         },
         Err(e) => {

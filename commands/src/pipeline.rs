@@ -25,7 +25,8 @@ pub const SNAPSHOT_EVERY: i64 = 100;
 /// An aggregate as loaded: its state and the version it is at (0: no stream yet).
 #[derive(Debug, Clone)]
 pub struct Loaded<A> {
-    pub state: A,
+    /// Shared with the pipeline's kept states: cloned only when a command changes it.
+    pub state: Arc<A>,
     pub version: i64,
     /// Version of the snapshot the load started from (0: none).
     pub snapshot_version: i64,
@@ -188,7 +189,7 @@ impl Pipeline {
         let after = loaded.version;
         for recorded in self.store.read_stream(stream_id, after).await? {
             let event: A::Event = recorded.decode()?;
-            loaded.state.apply(&event, recorded.recorded_at);
+            Arc::make_mut(&mut loaded.state).apply(&event, recorded.recorded_at);
             loaded.version = recorded.version;
         }
         if !kept || loaded.version > after {
@@ -215,7 +216,7 @@ impl Pipeline {
             _ => (A::default(), 0),
         };
         Ok(Loaded {
-            state,
+            state: Arc::new(state),
             version,
             snapshot_version: version,
         })
@@ -325,18 +326,21 @@ impl Pipeline {
                         .iter()
                         .find(|r| r.stream_id == stream_id && r.version == after.version);
                     let at = stored.map_or(ctx.now, |r| r.recorded_at);
+                    let state = Arc::make_mut(&mut after.state);
                     for e in &events {
-                        after.state.apply(e, at);
+                        state.apply(e, at);
                     }
                     if after.version - after.snapshot_version >= SNAPSHOT_EVERY
-                        && self.snapshot(stream_id, &after.state, after.version).await
+                        && self
+                            .snapshot(stream_id, after.state.as_ref(), after.version)
+                            .await
                     {
                         after.snapshot_version = after.version;
                     }
                     if stored.is_some() {
                         self.states.put(stream_id, &after);
                     }
-                    let state = after.state;
+                    let state = Arc::unwrap_or_clone(after.state);
                     return Ok((
                         Executed {
                             state,
@@ -388,7 +392,8 @@ impl Pipeline {
                 .push::<B>(b_stream, b.version, &b_events)?;
             match self.commit(plan, meta, ctx.now).await {
                 Ok((_, position)) => {
-                    let (mut a_state, mut b_state) = (a.state, b.state);
+                    let (mut a_state, mut b_state) =
+                        (Arc::unwrap_or_clone(a.state), Arc::unwrap_or_clone(b.state));
                     for e in &a_events {
                         a_state.apply(e, ctx.now);
                     }

@@ -10,7 +10,7 @@
 
 use std::any::Any;
 use std::num::NonZeroUsize;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use lru::LruCache;
 use warden_domain::Aggregate;
@@ -25,6 +25,7 @@ pub struct StateCache {
 }
 
 struct Entry {
+    /// An `Arc<A>`, shared with the loads that got it.
     state: Box<dyn Any + Send + Sync>,
     version: i64,
     snapshot_version: i64,
@@ -43,7 +44,7 @@ impl StateCache {
     pub fn get<A: Aggregate>(&self, stream_id: &str) -> Option<Loaded<A>> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.get(stream_id)?;
-        let state = entry.state.downcast_ref::<A>()?.clone();
+        let state = Arc::clone(entry.state.downcast_ref::<Arc<A>>()?);
         Some(Loaded {
             state,
             version: entry.version,
@@ -66,7 +67,7 @@ impl StateCache {
         entries.put(
             stream_id.to_owned(),
             Entry {
-                state: Box::new(loaded.state.clone()),
+                state: Box::new(Arc::clone(&loaded.state)),
                 version: loaded.version,
                 snapshot_version: loaded.snapshot_version,
             },
@@ -81,10 +82,10 @@ mod tests {
 
     fn loaded(version: i64, snapshot_version: i64) -> Loaded<VerifyProfile> {
         Loaded {
-            state: VerifyProfile {
+            state: Arc::new(VerifyProfile {
                 deleted: version % 2 == 0,
                 ..VerifyProfile::default()
-            },
+            }),
             version,
             snapshot_version,
         }

@@ -124,7 +124,7 @@ impl TwoFactorCommands {
         if loaded.state.id.is_none() {
             return Err(CommandError::Domain(UserError::NotFound));
         }
-        Ok((loaded.state, loaded.version))
+        Ok((Arc::unwrap_or_clone(loaded.state), loaded.version))
     }
 
     /// Runs a command whose proof was checked against the user's state at `version`, on

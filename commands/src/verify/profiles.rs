@@ -46,6 +46,7 @@ impl VerifyCommands {
         Ok(loaded
             .state
             .text
+            .as_ref()
             .filter(|_| loaded.state.organization_id == Some(organization_id))
             .map(|t| t.as_str().to_owned()))
     }

@@ -172,7 +172,7 @@ impl VerifyCommands {
                         version = e.version;
                     }
                     written = Some(Loaded {
-                        state,
+                        state: state.into(),
                         version,
                         snapshot_version: 0,
                     });
