@@ -358,10 +358,19 @@ impl VerifyWebhooksProjector {
         deliveries: &mut Vec<NewDelivery>,
     ) -> Result<(), ProjectionError> {
         let id = event.stream_id.trim_start_matches("verify_profile-");
-        targets.remove(id);
         let e: VerifyProfileEvent = event
             .decode()
             .map_err(|e| ProjectionError::decode(event, e))?;
+        // Only these change where its webhooks go (a send's reservation, the usual event
+        // of a busy profile, does not).
+        if matches!(
+            e,
+            VerifyProfileEvent::Created { .. }
+                | VerifyProfileEvent::Updated { .. }
+                | VerifyProfileEvent::Deleted {}
+        ) {
+            targets.remove(id);
+        }
         if let VerifyProfileEvent::SpendThresholdReached {
             day,
             percent,
