@@ -1311,7 +1311,7 @@ async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
         let store = store.clone();
         tokio::spawn(async move { store.append(req).await })
     };
-    let first = spawn(request(vec![stream("warm", 0, events(1, 1))]));
+    let first = spawn(request(vec![stream("warm", 0, events(1, 2))]));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let goods: Vec<_> = (0..10)
         .map(|i| spawn(request(vec![stream(&format!("good-{i}"), 0, events(1, 2))])))
@@ -1319,9 +1319,9 @@ async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
     let twins: Vec<_> = (0..2)
         .map(|_| spawn(request(vec![stream("twin", 0, events(1, 1))])))
         .collect();
-    // A stream with events before the batch (its head is read, not zero), and one request
-    // naming two streams.
-    let warm_again = spawn(request(vec![stream("warm", 1, events(2, 2))]));
+    // A stream with events before the batch (its head is read: its last event, not zero or
+    // its first), and one request naming two streams.
+    let warm_again = spawn(request(vec![stream("warm", 2, events(3, 2))]));
     let pair = spawn(request(vec![
         stream("pair-a", 0, events(1, 1)),
         stream("pair-b", 0, events(1, 2)),
@@ -1344,7 +1344,7 @@ async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
         assert!(positions.windows(2).all(|w| w[1] == w[0] + 1));
     };
     let outcome = first.await.unwrap().unwrap();
-    assert_eq!(outcome.events.len(), 1);
+    assert_eq!(outcome.events.len(), 2);
     placed(&outcome);
     for g in goods {
         let outcome = g.await.unwrap().unwrap();
@@ -1354,7 +1354,7 @@ async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
     let outcome = warm_again.await.unwrap().unwrap();
     assert_eq!(
         outcome.events.iter().map(|e| e.version).collect::<Vec<_>>(),
-        vec![2, 3]
+        vec![3, 4]
     );
     placed(&outcome);
     let outcome = pair.await.unwrap().unwrap();
@@ -1396,15 +1396,15 @@ async fn appends_queued_together_each_get_their_own_result(t: &TestDb) {
     assert_stream_is_empty(store.as_ref(), &loser).await;
     assert_eq!(store.claim_owner("shared-key").await.unwrap(), Some(winner));
 
-    let total = 1 + 10 * 2 + 1 + 2 + 3 + 1;
+    let total = 2 + 10 * 2 + 1 + 2 + 3 + 1;
     assert_eq!(store.head_position().await.unwrap(), total);
     let all = store.read_all(0, 100).await.unwrap();
-    let warm_second = all
+    let warm_third = all
         .iter()
-        .find(|e| e.stream_id == "warm" && e.version == 2)
+        .find(|e| e.stream_id == "warm" && e.version == 3)
         .unwrap();
     assert_eq!(
-        warm_second.prev_hash, all[0].hash,
+        warm_third.prev_hash, all[1].hash,
         "the chain goes on from the stored head"
     );
     assert_eq!(

@@ -394,13 +394,17 @@ pub(super) async fn stream_heads(
 ) -> Result<HashMap<String, (i64, String)>, StoreError> {
     let mut heads = HashMap::with_capacity(stream_ids.len());
     for chunk in stream_ids.chunks(HEADS_PER_STATEMENT) {
-        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        // Each stream's last event by one backward step of the (stream_id, version) index.
+        // (A join on `GROUP BY stream_id` of the same streams had Postgres hash-join a
+        // sequential scan of the whole table: 2.8 ms per batch at 5,000 events, growing
+        // with the log.) `VALUES` names its column `column1` on both backends.
+        let rows: Vec<String> = (1..=chunk.len()).map(|i| format!("(${i})")).collect();
         let sql = format!(
-            "SELECT e.stream_id, e.version, e.hash FROM events e JOIN \
-             (SELECT stream_id, MAX(version) AS version FROM events \
-              WHERE stream_id IN ({}) GROUP BY stream_id) h \
-             ON e.stream_id = h.stream_id AND e.version = h.version",
-            params.join(", ")
+            "SELECT e.stream_id, e.version, e.hash FROM (VALUES {}) AS s \
+             JOIN events e ON e.stream_id = s.column1 AND e.version = \
+             (SELECT m.version FROM events m WHERE m.stream_id = s.column1 \
+              ORDER BY m.version DESC LIMIT 1)",
+            rows.join(", ")
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {
