@@ -4,6 +4,7 @@
 //! them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -44,7 +45,12 @@ pub fn spawn_relay(
         core.store.clone(),
         core.db.clone(),
         publisher,
-        RelayConfig::default(),
+        RelayConfig {
+            // One commit every few batches instead of one per batch (a write to the
+            // database that competes with the requests' own).
+            checkpoint_interval: Duration::from_millis(250),
+            ..RelayConfig::default()
+        },
     )
     .with_waker(wake);
     let position = relay.position();

@@ -54,6 +54,11 @@ pub struct RelayConfig {
     pub standby_interval: Duration,
     /// The Postgres advisory-lock key.
     pub lock_key: i64,
+    /// Under steady load the checkpoint row is written at most this often (and whenever
+    /// the relay catches up); zero: after every batch. A stale row costs nothing: a new
+    /// round starts after the sink's last message when that is ahead (JetStream), and a
+    /// restarted process's in-process subscribers have seen nothing yet.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for RelayConfig {
@@ -66,6 +71,7 @@ impl Default for RelayConfig {
             retry_max: Duration::from_secs(5),
             standby_interval: Duration::from_secs(2),
             lock_key: RELAY_LOCK_KEY,
+            checkpoint_interval: Duration::ZERO,
         }
     }
 }
@@ -258,12 +264,19 @@ impl Relay {
         } else {
             Continuity::Unchecked
         };
+        // The position published but not yet written to the checkpoint row.
+        let mut unsaved = None;
+        let mut saved_at = tokio::time::Instant::now();
         loop {
             let events = self
                 .store
                 .read_all(checkpoint, self.config.batch_size.max(1))
                 .await?;
             let Some(last) = events.last() else {
+                if let Some(position) = unsaved.take() {
+                    self.save_checkpoint(position).await?;
+                    saved_at = tokio::time::Instant::now();
+                }
                 health.ok();
                 tokio::select! {
                     () = self.wake.notified() => {}
@@ -277,7 +290,13 @@ impl Relay {
             }
             let events: Vec<Arc<RecordedEvent>> = events.into_iter().map(Arc::new).collect();
             let report = self.publisher.publish(&events, continuity).await?;
-            self.save_checkpoint(to).await?;
+            if saved_at.elapsed() >= self.config.checkpoint_interval {
+                self.save_checkpoint(to).await?;
+                saved_at = tokio::time::Instant::now();
+                unsaved = None;
+            } else {
+                unsaved = Some(to);
+            }
             checkpoint = to;
             // After an unchecked batch whose last event was stored anew, that event is the
             // stream's last message: chain from here on.
@@ -299,7 +318,8 @@ impl Relay {
     /// `max(checkpoint row, position of the sink's last message)`, trusting the sink only if
     /// its last message is the event at that position in this log.
     async fn resume_point(&self) -> Result<Resume, RelayError> {
-        let stored = self.load_checkpoint().await?;
+        // What this process published counts even if the row was not written yet.
+        let stored = self.load_checkpoint().await?.max(*self.position.borrow());
         let Some(tail) = self.publisher.last_published().await? else {
             return Ok(Resume {
                 checkpoint: stored,

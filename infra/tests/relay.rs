@@ -476,6 +476,41 @@ async fn a_restarted_relay_republishes_nothing() {
     db.finish().await;
 }
 
+/// With a checkpoint interval, batches under load are not each written to the row, but the
+/// row catches up as soon as the relay does; a restart from a stale row (the first relay
+/// never wrote one) republishes nothing.
+#[tokio::test]
+async fn a_throttled_checkpoint_is_written_when_the_relay_catches_up() {
+    let db = TestDb::sqlite().await;
+    let store = Arc::new(MemStore::default());
+    let stream = TestStream::new().await;
+    let throttled = || RelayConfig {
+        checkpoint_interval: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    store.append_n(20);
+    let mut first = Running::start(store.clone(), &db.db, stream.publisher(), throttled());
+    first.wait_for(20).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while db.checkpoint("nats_relay").await != Some(20) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "caught up, the relay writes its checkpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.stop().await;
+
+    db.set_checkpoint("nats_relay", 3).await;
+    store.append_n(3);
+    let mut second = Running::start(store.clone(), &db.db, stream.publisher(), throttled());
+    second.wait_for(23).await;
+    second.stop().await;
+    stream.assert_holds(&store.all()).await;
+    stream.delete().await;
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn a_crash_between_ack_and_checkpoint_lands_no_duplicates() {
     let db = TestDb::sqlite().await;
