@@ -475,11 +475,24 @@ async def jetstream_ids(stream: str) -> dict[str, int]:
 
 def check_webhooks(res: Result, pg: Postgres, db: str, receiver: Receiver,
                    allow_duplicates: int = 0) -> None:
-    def settled() -> bool:
+    # The backlog a fault leaves grows with the load (a faster server sends more), and this
+    # Python receiver takes ~60-80 deliveries/s: wait while the backlog shrinks, and fail
+    # only when it stops shrinking for 30 s (or after 10 minutes in all).
+    start = last_progress = time.monotonic()
+    least = None
+    while True:
         rows = pg.sql(db, "SELECT COUNT(*) FROM webhook_deliveries WHERE status <> 'delivered'")
-        return rows[0][0] == "0"
-
-    wait_until("webhook deliveries", settled, 90, 0.5)
+        left = int(rows[0][0])
+        now = time.monotonic()
+        if left == 0:
+            log(f"  webhook backlog delivered in {now - start:.1f}s")
+            break
+        if least is None or left < least:
+            least, last_progress = left, now
+        if now - last_progress > 30 or now - start > 600:
+            log(f"  webhook backlog stuck at {left} for {now - last_progress:.0f}s")
+            break
+        time.sleep(0.5)
     rows = pg.sql(db, "SELECT event_id, status FROM webhook_deliveries")
     pending = [r for r in rows if r[1] != "delivered"]
     expected = {r[0] for r in rows}
@@ -632,9 +645,14 @@ def scenario_postgres(env: Env) -> Result:
     res.check(bool(during) and set(outcomes) <= {"503"},
               f"requests during the outage: {outcomes} (only 503 wanted)")
     res.check(slowest <= 3.0, f"slowest answer during the outage {slowest:.2f}s (<= 3 s)")
-    res.check(bool(after) and all(o.startswith("2") for o in after),
+    # Recovered: every answer a success again. A 409 is the load's own contention (every
+    # thread sends on one profile stream; a send that loses the race ten times answers 409
+    # with or without an outage, as the start-of-round build did too), so it is counted
+    # apart and not failed.
+    res.check(bool(after) and all(o.startswith("2") or o == "409" for o in after),
               f"recovered by itself: {len(after)} requests from 3 s after the restart, "
-              f"non-2xx {len([o for o in after if not o.startswith('2')])}")
+              f"409 (contention) {len([o for o in after if o == '409'])}, "
+              f"other non-2xx {len([o for o in after if not o.startswith('2') and o != '409'])}")
     return finish(env, res, db, stream, receiver, servers, load)
 
 
