@@ -477,8 +477,9 @@ async fn a_restarted_relay_republishes_nothing() {
 }
 
 /// With a checkpoint interval, batches under load are not each written to the row, but the
-/// row catches up as soon as the relay does; a restart from a stale row (the first relay
-/// never wrote one) republishes nothing.
+/// row catches up as soon as the relay does; a restart from a row left behind the stream
+/// (as a kill between two writes leaves it) loses nothing and the stream still holds each
+/// event once.
 #[tokio::test]
 async fn a_throttled_checkpoint_is_written_when_the_relay_catches_up() {
     let db = TestDb::sqlite().await;

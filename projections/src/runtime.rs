@@ -505,7 +505,7 @@ async fn checkpoints(
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let list = placeholders(1, names.len());
+    let list = crate::sql::placeholders(names.len());
     let sql = format!(
         "SELECT name, position FROM checkpoints WHERE name IN ({list}) ORDER BY name{lock}"
     );
@@ -573,14 +573,6 @@ async fn save_checkpoints(
     }
     query.execute(&mut *conn).await?;
     Ok(())
-}
-
-/// `$first, $first+1, …` for `n` parameters.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn checkpoint_name(projector: &str) -> String {

@@ -5,7 +5,8 @@ use sqlx::AnyConnection;
 
 use crate::ProjectionError;
 
-/// Rows per multi-row statement (at most 13 binds a row, well under every bind limit).
+/// Rows per multi-row statement (at most 16 binds a row: 3,200 per statement, well under
+/// every bind limit).
 pub(crate) const ROWS_PER_STATEMENT: usize = 200;
 
 /// The rows of `select` (ending in the key column) whose key is one of `keys`, in
@@ -28,7 +29,7 @@ pub(crate) async fn rows_in(
 }
 
 /// `$1, $2, …, $n`.
-fn placeholders(n: usize) -> String {
+pub(crate) fn placeholders(n: usize) -> String {
     (1..=n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()

@@ -19,7 +19,7 @@ use warden_domain::verify::profile::VerifyProfileEvent;
 use warden_domain::verify::verification::{Verification, VerificationEvent};
 use warden_domain::{Aggregate, RecordedEvent};
 
-use crate::sql::{rows_in, ROWS_PER_STATEMENT};
+use crate::sql::{rows, rows_in, ROWS_PER_STATEMENT};
 use crate::{open_text, ProjectionError, Projector};
 
 /// Telnyx's signature: Ed25519 over `"{timestamp}|{body}"`.
@@ -56,37 +56,16 @@ pub async fn enqueue(conn: &mut AnyConnection, d: NewDelivery) -> Result<(), sql
 /// already has one for its subscription.
 pub async fn enqueue_all(conn: &mut AnyConnection, all: &[NewDelivery]) -> Result<(), sqlx::Error> {
     for chunk in all.chunks(ROWS_PER_STATEMENT) {
-        let values = (0..chunk.len())
-            .map(|r| {
-                let n = |c: usize| format!("${}", r * 12 + c);
-                format!(
-                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, 'pending', 0, {}, {}, {}, {}, {})",
-                    n(1),
-                    n(2),
-                    n(3),
-                    n(4),
-                    n(5),
-                    n(6),
-                    n(7),
-                    n(8),
-                    n(9),
-                    n(10),
-                    n(10),
-                    n(10),
-                    n(11),
-                    n(12)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
             "INSERT INTO webhook_deliveries (delivery_id, organization_id, subscription, event_id, \
              event_type, scheme, url, failover_url, data, status, attempts, next_attempt_at, \
-             created_at, updated_at, endpoint_id, global_position) VALUES {values} \
-             ON CONFLICT (event_id, subscription) DO NOTHING"
+             created_at, updated_at, endpoint_id, global_position) VALUES {} \
+             ON CONFLICT (event_id, subscription) DO NOTHING",
+            rows(chunk.len(), 16)
         );
         let mut query = sqlx::query(&sql);
         for d in chunk {
+            let at = format_time(d.at);
             query = query
                 .bind(Uuid::now_v7().to_string())
                 .bind(d.organization_id.as_str())
@@ -97,7 +76,11 @@ pub async fn enqueue_all(conn: &mut AnyConnection, all: &[NewDelivery]) -> Resul
                 .bind(d.url.as_str())
                 .bind(d.failover_url.as_deref())
                 .bind(d.data.to_string())
-                .bind(format_time(d.at))
+                .bind("pending")
+                .bind(0_i64)
+                .bind(at.clone())
+                .bind(at.clone())
+                .bind(at)
                 .bind(d.endpoint_id.as_deref())
                 .bind(d.global_position);
         }
@@ -450,7 +433,7 @@ async fn route(
     Ok(())
 }
 
-#[derive(Clone, FromRow)]
+#[derive(Clone)]
 struct Target {
     organization_id: String,
     url: Option<String>,
