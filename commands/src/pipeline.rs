@@ -21,6 +21,8 @@ use crate::store::{
 pub const MAX_ATTEMPTS: usize = 10;
 /// A snapshot is written once a stream has grown this many events past the last one.
 pub const SNAPSHOT_EVERY: i64 = 100;
+/// Events read per statement when a load folds a stream.
+const LOAD_PAGE: i64 = 1_000;
 
 /// An aggregate as loaded: its state and the version it is at (0: no stream yet).
 #[derive(Debug, Clone)]
@@ -187,10 +189,22 @@ impl Pipeline {
             None => (self.snapshot_or_empty(stream_id).await?, false),
         };
         let after = loaded.version;
-        for recorded in self.store.read_stream(stream_id, after).await? {
-            let event: A::Event = recorded.decode()?;
-            Arc::make_mut(&mut loaded.state).apply(&event, recorded.recorded_at);
-            loaded.version = recorded.version;
+        // Page by page: a stream without a usable snapshot may be long, and only the folded
+        // state needs to stay in memory.
+        loop {
+            let page = self
+                .store
+                .read_stream_page(stream_id, loaded.version, LOAD_PAGE)
+                .await?;
+            let full = page.len() as i64 >= LOAD_PAGE;
+            for recorded in page {
+                let event: A::Event = recorded.decode()?;
+                Arc::make_mut(&mut loaded.state).apply(&event, recorded.recorded_at);
+                loaded.version = recorded.version;
+            }
+            if !full {
+                break;
+            }
         }
         if !kept || loaded.version > after {
             self.states.put(stream_id, &loaded);

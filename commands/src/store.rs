@@ -154,6 +154,19 @@ pub trait EventStore: Send + Sync + 'static {
         after_version: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// At most `limit` of a stream's events with `version > after_version`, in version
+    /// order: how a long stream is folded without holding all of it in memory.
+    async fn read_stream_page(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self.read_stream(stream_id, after_version).await?;
+        events.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(events)
+    }
+
     /// Every event of the named streams (each stream in version order, streams in any
     /// order; unknown streams have none): what a batch that folds many streams needs, in
     /// one read instead of one per stream.

@@ -149,6 +149,28 @@ impl SqlEventStore {
             .collect()
     }
 
+    async fn read_stream_page(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 \
+             ORDER BY version LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream_id)
+            .bind(after_version)
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| EventRow::decode(row)?.into_recorded())
+            .collect()
+    }
+
     async fn read_streams(&self, stream_ids: &[String]) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut events = Vec::new();
         for chunk in stream_ids.chunks(STREAMS_PER_READ) {
@@ -304,6 +326,17 @@ macro_rules! delegate_event_store {
                 after_version: i64,
             ) -> Result<Vec<RecordedEvent>, StoreError> {
                 self.core.read_stream(stream_id, after_version).await
+            }
+
+            async fn read_stream_page(
+                &self,
+                stream_id: &str,
+                after_version: i64,
+                limit: i64,
+            ) -> Result<Vec<RecordedEvent>, StoreError> {
+                self.core
+                    .read_stream_page(stream_id, after_version, limit)
+                    .await
             }
 
             async fn read_streams(

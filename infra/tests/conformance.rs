@@ -174,6 +174,7 @@ conformance!(
     an_append_waits_for_a_slower_writer_holding_the_append_lock,
     appends_queued_together_each_get_their_own_result,
     pipelines_on_one_store_load_what_the_log_says,
+    a_long_stream_is_read_and_loaded_in_pages,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1513,4 +1514,59 @@ async fn pipelines_on_one_store_load_what_the_log_says(t: &TestDb) {
             from_the_log(t, &clock, &stream).await
         );
     }
+}
+
+async fn a_long_stream_is_read_and_loaded_in_pages(t: &TestDb) {
+    let store = t.store.as_ref();
+    store
+        .append(request(vec![stream("user-a", 0, events(1, 5))]))
+        .await
+        .unwrap();
+    let versions = |page: Vec<warden_domain::RecordedEvent>| {
+        page.iter().map(|e| e.version).collect::<Vec<_>>()
+    };
+    for (after, limit, expected) in [
+        (0, 2, vec![1, 2]),
+        (2, 2, vec![3, 4]),
+        (4, 2, vec![5]),
+        (5, 2, vec![]),
+        (1, 10, vec![2, 3, 4, 5]),
+        (0, 0, vec![]),
+    ] {
+        let page = store
+            .read_stream_page("user-a", after, limit)
+            .await
+            .unwrap();
+        assert_eq!(versions(page), expected, "after {after}, limit {limit}");
+    }
+
+    // A stream longer than a load's page, with no snapshot: the load folds all of it.
+    let user = "user-long";
+    let total = 2_345;
+    let email = |n: i64| Sealed {
+        key_id: user.into(),
+        nonce: format!("nonce-{n}"),
+        ciphertext: format!("ciphertext-{n}"),
+    };
+    let mut version = 0;
+    while version < total {
+        let chunk: Vec<_> = (version + 1..=(version + 500).min(total))
+            .map(|n| warden_domain::user::UserEvent::EmailChanged { email: email(n) })
+            .collect();
+        let mut append = stream(
+            user,
+            version,
+            warden_commands::pipeline::encode_all(&chunk).unwrap(),
+        );
+        append.stream_type = "user".into();
+        store.append(request(vec![append])).await.unwrap();
+        version += chunk.len() as i64;
+    }
+    let pipeline = Pipeline::new(t.store.clone(), Arc::new(ManualClock::new(t0())));
+    let loaded = pipeline
+        .load::<warden_domain::user::User, warden_domain::user::UserError>(user)
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, total);
+    assert_eq!(loaded.state.email, Some(email(total)));
 }
