@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
+use warden_commands::store::STREAM_PAGE;
+use warden_commands::{EventStore, StoreError};
 use warden_domain::organization::Organization;
 use warden_domain::user::User;
 use warden_domain::verify::profile::VerifyProfile;
@@ -36,41 +38,117 @@ pub struct Replayed {
     pub state: Value,
 }
 
-fn fold<A: Aggregate>(
-    events: &[RecordedEvent],
-    as_of: Option<DateTime<Utc>>,
-) -> Result<(A, i64, Option<DateTime<Utc>>), AuditError> {
-    let mut state = A::default();
-    let mut version = 0;
-    let mut last = None;
-    for recorded in events {
-        if as_of.is_some_and(|t| recorded.recorded_at > t) {
-            break;
-        }
-        let event: A::Event = recorded
-            .decode()
-            .map_err(|e| AuditError::Unreadable(e.to_string()))?;
-        state.apply(&event, recorded.recorded_at);
-        version = recorded.version;
-        last = Some(recorded.recorded_at);
-    }
-    Ok((state, version, last))
+/// One aggregate's fold, fed page by page.
+struct Fold<A> {
+    state: A,
+    version: i64,
+    last: Option<DateTime<Utc>>,
+    organization_id: fn(&A) -> Option<Uuid>,
 }
 
-fn finish<A: Aggregate>(
-    folded: (A, i64, Option<DateTime<Utc>>),
-    organization_id: impl Fn(&A) -> Option<Uuid>,
-    stream_id: &str,
-    stream_type: &str,
-) -> Replayed {
-    let (state, version, last_event_at) = folded;
-    Replayed {
-        stream_id: stream_id.to_owned(),
-        stream_type: stream_type.to_owned(),
-        version,
-        last_event_at,
-        organization_id: organization_id(&state),
-        state: redact(serde_json::to_value(&state).unwrap_or(Value::Null)),
+/// A [`Fold`] of whichever aggregate the stream holds.
+trait Folding: Send {
+    /// Folds the events recorded at or before `as_of`; false once one after it was met.
+    fn push(
+        &mut self,
+        events: &[RecordedEvent],
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<bool, AuditError>;
+    /// The state reached, redacted, with the version and the organization it belongs to.
+    fn finish(&self) -> (Value, i64, Option<DateTime<Utc>>, Option<Uuid>);
+}
+
+impl<A: Aggregate + Send> Folding for Fold<A> {
+    fn push(
+        &mut self,
+        events: &[RecordedEvent],
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<bool, AuditError> {
+        for recorded in events {
+            if as_of.is_some_and(|t| recorded.recorded_at > t) {
+                return Ok(false);
+            }
+            let event: A::Event = recorded
+                .decode()
+                .map_err(|e| AuditError::Unreadable(e.to_string()))?;
+            self.state.apply(&event, recorded.recorded_at);
+            self.version = recorded.version;
+            self.last = Some(recorded.recorded_at);
+        }
+        Ok(true)
+    }
+
+    fn finish(&self) -> (Value, i64, Option<DateTime<Utc>>, Option<Uuid>) {
+        (
+            redact(serde_json::to_value(&self.state).unwrap_or(Value::Null)),
+            self.version,
+            self.last,
+            (self.organization_id)(&self.state),
+        )
+    }
+}
+
+fn folding<A: Aggregate + Send + 'static>(
+    organization_id: fn(&A) -> Option<Uuid>,
+) -> Box<dyn Folding> {
+    Box::new(Fold {
+        state: A::default(),
+        version: 0,
+        last: None,
+        organization_id,
+    })
+}
+
+/// A stream's replay, fed its events in version order, page by page, so a long stream is
+/// replayed without holding all of it.
+pub struct Replay {
+    stream_id: String,
+    stream_type: String,
+    as_of: Option<DateTime<Utc>>,
+    fold: Box<dyn Folding>,
+}
+
+impl Replay {
+    /// A replay of `stream_id`, whose events are of `stream_type`, up to `as_of` (all
+    /// when `None`).
+    pub fn new(
+        stream_id: &str,
+        stream_type: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Self, AuditError> {
+        let fold = match stream_type {
+            "user" => folding::<User>(|u| u.organization_id),
+            "organization" => folding::<Organization>(|o| o.id),
+            "verify_profile" => folding::<VerifyProfile>(|p| p.organization_id),
+            "verify_template" => folding::<VerifyTemplate>(|t| t.organization_id),
+            "verification" => folding::<Verification>(Verification::organization_id),
+            "webhook_endpoint" => folding::<WebhookEndpoint>(|e| e.organization_id),
+            other => return Err(AuditError::UnknownStreamType(other.to_owned())),
+        };
+        Ok(Self {
+            stream_id: stream_id.to_owned(),
+            stream_type: stream_type.to_owned(),
+            as_of,
+            fold,
+        })
+    }
+
+    /// Folds the next events; false once an event after `as_of` was met (the rest of the
+    /// stream is not needed).
+    pub fn push(&mut self, events: &[RecordedEvent]) -> Result<bool, AuditError> {
+        self.fold.push(events, self.as_of)
+    }
+
+    pub fn finish(self) -> Replayed {
+        let (state, version, last_event_at, organization_id) = self.fold.finish();
+        Replayed {
+            stream_id: self.stream_id,
+            stream_type: self.stream_type,
+            version,
+            last_event_at,
+            organization_id,
+            state,
+        }
     }
 }
 
@@ -87,41 +165,42 @@ pub fn replay(
         .map(|e| e.stream_type.clone())
         .or_else(|| stream_id.split_once('-').map(|(t, _)| t.to_owned()))
         .unwrap_or_default();
-    let t = stream_type.as_str();
-    Ok(match t {
-        "user" => finish(
-            fold::<User>(events, as_of)?,
-            |u| u.organization_id,
-            stream_id,
-            t,
-        ),
-        "organization" => finish(fold::<Organization>(events, as_of)?, |o| o.id, stream_id, t),
-        "verify_profile" => finish(
-            fold::<VerifyProfile>(events, as_of)?,
-            |p| p.organization_id,
-            stream_id,
-            t,
-        ),
-        "verify_template" => finish(
-            fold::<VerifyTemplate>(events, as_of)?,
-            |p| p.organization_id,
-            stream_id,
-            t,
-        ),
-        "verification" => finish(
-            fold::<Verification>(events, as_of)?,
-            Verification::organization_id,
-            stream_id,
-            t,
-        ),
-        "webhook_endpoint" => finish(
-            fold::<WebhookEndpoint>(events, as_of)?,
-            |e| e.organization_id,
-            stream_id,
-            t,
-        ),
-        other => return Err(AuditError::UnknownStreamType(other.to_owned())),
-    })
+    let mut replay = Replay::new(stream_id, &stream_type, as_of)?;
+    replay.push(events)?;
+    Ok(replay.finish())
+}
+
+/// Replays a stored stream page by page; `None` if it has no events.
+pub async fn replay_stored(
+    store: &dyn EventStore,
+    stream_id: &str,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Option<Replayed>, ReplayError> {
+    let mut after = 0;
+    let mut replay: Option<Replay> = None;
+    loop {
+        let page = store
+            .read_stream_page(stream_id, after, STREAM_PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        let replay = match &mut replay {
+            Some(r) => r,
+            None => replay.insert(Replay::new(stream_id, &last.stream_type, as_of)?),
+        };
+        if !replay.push(&page)? || (page.len() as i64) < STREAM_PAGE {
+            break;
+        }
+        after = last.version;
+    }
+    Ok(replay.map(Replay::finish))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// Sealed values become `"<sealed>"` and digests `"<redacted>"` (shared with the webhook

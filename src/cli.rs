@@ -220,12 +220,11 @@ async fn replay_stream(
         })
         .transpose()?;
     let core = Core::open(storage).await?;
-    let events = core.store.read_stream(stream, 0).await?;
-    if events.is_empty() {
+    let Some(replayed) = crate::audit::replay_stored(core.store.as_ref(), stream, as_of).await?
+    else {
         eprintln!("no stream {stream}");
         return Ok(1);
-    }
-    let replayed = crate::audit::replay(stream, &events, as_of)?;
+    };
     println!("{}", serde_json::to_string_pretty(&replayed)?);
     Ok(0)
 }

@@ -13,7 +13,7 @@ use crate::ports::Clock;
 use crate::state_cache::{StateCache, STATES_KEPT};
 use crate::store::{
     AppendRequest, Claim, EventStore, IdempotencyLease, NewEvent, Snapshot, StoreError,
-    StreamAppend,
+    StreamAppend, STREAM_PAGE,
 };
 
 /// How many times a command is decided afresh after losing a version race. Each retry
@@ -21,8 +21,6 @@ use crate::store::{
 pub const MAX_ATTEMPTS: usize = 10;
 /// A snapshot is written once a stream has grown this many events past the last one.
 pub const SNAPSHOT_EVERY: i64 = 100;
-/// Events read per statement when a load folds a stream.
-const LOAD_PAGE: i64 = 1_000;
 
 /// An aggregate as loaded: its state and the version it is at (0: no stream yet).
 #[derive(Debug, Clone)]
@@ -194,9 +192,9 @@ impl Pipeline {
         loop {
             let page = self
                 .store
-                .read_stream_page(stream_id, loaded.version, LOAD_PAGE)
+                .read_stream_page(stream_id, loaded.version, STREAM_PAGE)
                 .await?;
-            let full = page.len() as i64 >= LOAD_PAGE;
+            let full = page.len() as i64 >= STREAM_PAGE;
             for recorded in page {
                 let event: A::Event = recorded.decode()?;
                 Arc::make_mut(&mut loaded.state).apply(&event, recorded.recorded_at);

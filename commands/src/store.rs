@@ -8,6 +8,10 @@ use uuid::Uuid;
 use warden_domain::chain::{ChainReport, RawEvent};
 use warden_domain::{EventMetadata, RecordedEvent};
 
+/// Events per statement when a long stream is read page by page (loads, chain checks,
+/// replays).
+pub const STREAM_PAGE: i64 = 1_000;
+
 /// One event to append.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
@@ -178,14 +182,36 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(all)
     }
 
-    /// A stream's events exactly as stored and hashed, for chain verification.
-    async fn read_stream_raw(&self, stream_id: &str) -> Result<Vec<RawEvent>, StoreError>;
+    /// At most `limit` of a stream's events with `version > after_version`, exactly as
+    /// stored and hashed, in version order: for chain verification.
+    async fn read_stream_raw(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: i64,
+    ) -> Result<Vec<RawEvent>, StoreError>;
 
-    /// Recomputes one stream's hash chain.
+    /// The highest version of a stream (0: no such stream).
+    async fn stream_version(&self, stream_id: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .read_stream(stream_id, 0)
+            .await?
+            .last()
+            .map_or(0, |e| e.version))
+    }
+
+    /// Recomputes one stream's hash chain, page by page.
     async fn verify_stream(&self, stream_id: &str) -> Result<ChainReport, StoreError> {
-        Ok(warden_domain::chain::verify(
-            &self.read_stream_raw(stream_id).await?,
-        ))
+        let mut walk = warden_domain::chain::ChainWalk::default();
+        let mut after = 0;
+        loop {
+            let page = self.read_stream_raw(stream_id, after, STREAM_PAGE).await?;
+            walk.push(&page);
+            match page.last() {
+                Some(last) if page.len() as i64 >= STREAM_PAGE => after = last.version,
+                _ => return Ok(walk.report()),
+            }
+        }
     }
 
     /// Events with `global_position > after`, in global order, at most `limit`.

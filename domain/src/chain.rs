@@ -72,23 +72,56 @@ pub struct ChainReport {
 /// Walks a stream in version order and names the first event whose version, link or
 /// hash does not hold.
 pub fn verify(events: &[RawEvent]) -> ChainReport {
-    let mut prev = GENESIS.to_owned();
-    for (i, e) in events.iter().enumerate() {
-        let expected_version = i as i64 + 1;
-        if e.version != expected_version || e.prev_hash != prev || compute_hash(&prev, e) != e.hash
-        {
-            return ChainReport {
-                valid: false,
-                events: events.len() as i64,
-                first_broken_version: Some(expected_version.min(e.version.max(1))),
-            };
+    let mut walk = ChainWalk::default();
+    walk.push(events);
+    walk.report()
+}
+
+/// A chain check fed a stream page by page, in version order, so a long stream is checked
+/// without holding all of it. After the first broken event it only counts.
+#[derive(Debug, Clone)]
+pub struct ChainWalk {
+    prev: String,
+    events: i64,
+    first_broken_version: Option<i64>,
+}
+
+impl Default for ChainWalk {
+    fn default() -> Self {
+        Self {
+            prev: GENESIS.to_owned(),
+            events: 0,
+            first_broken_version: None,
         }
-        prev = e.hash.clone();
     }
-    ChainReport {
-        valid: true,
-        events: events.len() as i64,
-        first_broken_version: None,
+}
+
+impl ChainWalk {
+    /// Checks the next events of the stream.
+    pub fn push(&mut self, events: &[RawEvent]) {
+        for e in events {
+            self.events += 1;
+            if self.first_broken_version.is_some() {
+                continue;
+            }
+            let expected_version = self.events;
+            if e.version != expected_version
+                || e.prev_hash != self.prev
+                || compute_hash(&self.prev, e) != e.hash
+            {
+                self.first_broken_version = Some(expected_version.min(e.version.max(1)));
+                continue;
+            }
+            self.prev.clone_from(&e.hash);
+        }
+    }
+
+    pub fn report(&self) -> ChainReport {
+        ChainReport {
+            valid: self.first_broken_version.is_none(),
+            events: self.events,
+            first_broken_version: self.first_broken_version,
+        }
     }
 }
 

@@ -194,11 +194,20 @@ impl SqlEventStore {
         Ok(events)
     }
 
-    async fn read_stream_raw(&self, stream_id: &str) -> Result<Vec<RawEvent>, StoreError> {
-        let sql =
-            format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version");
+    async fn read_stream_raw(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: i64,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 \
+             ORDER BY version LIMIT $3"
+        );
         let rows = sqlx::query(&sql)
             .bind(stream_id)
+            .bind(after_version)
+            .bind(limit.max(0))
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?;
@@ -221,6 +230,15 @@ impl SqlEventStore {
         rows.iter()
             .map(|row| EventRow::decode(row)?.into_recorded())
             .collect()
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<i64, StoreError> {
+        sqlx::query("SELECT COALESCE(MAX(version), 0) AS head FROM events WHERE stream_id = $1")
+            .bind(stream_id)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get::<i64, _>("head"))
+            .map_err(db_error)
     }
 
     async fn head_position(&self) -> Result<i64, StoreError> {
@@ -346,8 +364,19 @@ macro_rules! delegate_event_store {
                 self.core.read_streams(stream_ids).await
             }
 
-            async fn read_stream_raw(&self, stream_id: &str) -> Result<Vec<RawEvent>, StoreError> {
-                self.core.read_stream_raw(stream_id).await
+            async fn read_stream_raw(
+                &self,
+                stream_id: &str,
+                after_version: i64,
+                limit: i64,
+            ) -> Result<Vec<RawEvent>, StoreError> {
+                self.core
+                    .read_stream_raw(stream_id, after_version, limit)
+                    .await
+            }
+
+            async fn stream_version(&self, stream_id: &str) -> Result<i64, StoreError> {
+                self.core.stream_version(stream_id).await
             }
 
             async fn read_all(

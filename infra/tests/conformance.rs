@@ -276,7 +276,7 @@ async fn appended_events_read_back_with_versions_positions_and_a_valid_chain(t: 
     assert_eq!(read[1].prev_hash, read[0].hash);
     assert_eq!(read[2].prev_hash, read[1].hash);
 
-    let raw = store.read_stream_raw("user-a").await.unwrap();
+    let raw = store.read_stream_raw("user-a", 0, i64::MAX).await.unwrap();
     assert_eq!(raw.len(), 3);
     assert_eq!(raw[0].recorded_at, format_time(sent.recorded_at));
     assert_eq!(
@@ -1225,7 +1225,11 @@ async fn an_append_waits_for_a_slower_writer_holding_the_append_lock(t: &TestDb)
         .await
         .unwrap();
     assert_eq!(first.last_position, 1);
-    let raw = store.read_stream_raw("a").await.unwrap().remove(0);
+    let raw = store
+        .read_stream_raw("a", 0, i64::MAX)
+        .await
+        .unwrap()
+        .remove(0);
 
     let begin = match t.db.backend {
         Backend::Postgres => "BEGIN ISOLATION LEVEL READ COMMITTED",
@@ -1569,4 +1573,23 @@ async fn a_long_stream_is_read_and_loaded_in_pages(t: &TestDb) {
         .unwrap();
     assert_eq!(loaded.version, total);
     assert_eq!(loaded.state.email, Some(email(total)));
+    assert_eq!(store.stream_version(user).await.unwrap(), total);
+    assert_eq!(store.stream_version("user-nobody").await.unwrap(), 0);
+
+    // The chain check walks every page, and goes on counting past a broken link.
+    let report = store.verify_stream(user).await.unwrap();
+    assert_eq!((report.valid, report.events), (true, total));
+    sqlx::query(
+        "UPDATE events SET payload = REPLACE(payload, 'ciphertext-1500', 'ciphertext-1501') \
+         WHERE stream_id = $1 AND version = 1500",
+    )
+    .bind(user)
+    .execute(&t.db.pool)
+    .await
+    .unwrap();
+    let report = store.verify_stream(user).await.unwrap();
+    assert_eq!(
+        (report.valid, report.first_broken_version, report.events),
+        (false, Some(1500), total)
+    );
 }

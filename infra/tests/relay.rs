@@ -111,7 +111,7 @@ impl EventStore for MemStore {
     async fn read_stream(&self, _: &str, _: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         Err(unsupported())
     }
-    async fn read_stream_raw(&self, _: &str) -> Result<Vec<RawEvent>, StoreError> {
+    async fn read_stream_raw(&self, _: &str, _: i64, _: i64) -> Result<Vec<RawEvent>, StoreError> {
         Err(unsupported())
     }
     async fn read_all(&self, after: i64, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {

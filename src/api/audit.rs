@@ -11,14 +11,13 @@ use axum::Router;
 use serde_json::{json, Value};
 use warden_domain::chain::format_time;
 use warden_domain::values::ValidationError;
-use warden_domain::RecordedEvent;
 use warden_projections::audit_events::AuditQuery;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::Principal;
 use super::paging::Page;
 use crate::app::AppState;
-use crate::audit::{replay, Replayed};
+use crate::audit::{replay, replay_stored, ReplayError, Replayed};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -74,7 +73,7 @@ pub async fn audit_events(
             .into())
         }
     };
-    let offset = page.number.saturating_sub(1).saturating_mul(page.size);
+    let offset = page.offset();
     let q = AuditQuery {
         organization_id: principal.organization_id.to_string(),
         created_after,
@@ -96,17 +95,14 @@ pub async fn audit_events(
     })))
 }
 
-/// The stream's events, if it exists and belongs to the caller's organization. Ownership
-/// comes from the stream's first event (its creation), so a later unreadable or tampered
-/// event does not hide the stream from its own auditors; if even the first is unreadable,
-/// the read models answer for user and organization streams.
-async fn own_stream(
-    state: &AppState,
-    principal: &Principal,
-    stream_id: &str,
-) -> ApiResult<Vec<RecordedEvent>> {
-    let events = state.store.read_stream(stream_id, 0).await?;
-    let Some(first) = events.first() else {
+/// Checks that the stream exists and belongs to the caller's organization. Ownership comes
+/// from the stream's first event (its creation), so a later unreadable or tampered event
+/// does not hide the stream from its own auditors; if even the first is unreadable, the
+/// read models answer for user and organization streams. Only that event is read: a
+/// stream may be long.
+async fn own_stream(state: &AppState, principal: &Principal, stream_id: &str) -> ApiResult<()> {
+    let first = state.store.read_stream_page(stream_id, 0, 1).await?;
+    let Some(first) = first.first() else {
         return Err(ApiError::not_found());
     };
     let owner = match replay(stream_id, std::slice::from_ref(first), None) {
@@ -124,10 +120,11 @@ async fn own_stream(
     if owner != Some(principal.organization_id) {
         return Err(ApiError::not_found());
     }
-    Ok(events)
+    Ok(())
 }
 
 /// One stream's events exactly as stored (sealed fields stay sealed), in version order.
+/// Page N holds versions (N − 1) × size + 1 to N × size, read from the store alone.
 #[utoipa::path(get, path = "/v2/audit/streams/{stream_id}/events", tag = "Audit",
     responses((status = 200, description = "The envelopes, paged"), (status = 404, description = "No such stream here")),
     security(("bearer" = [])))]
@@ -138,12 +135,25 @@ pub async fn events(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> ApiResult<axum::Json<Value>> {
     let page = Page::from_query(&query)?;
-    let events = own_stream(&state, &principal, &stream_id).await?;
+    own_stream(&state, &principal, &stream_id).await?;
+    let total = state.store.stream_version(&stream_id).await?;
+    let after = i64::try_from(page.offset()).unwrap_or(i64::MAX);
+    let size = i64::try_from(page.size).unwrap_or(i64::MAX);
+    let events = if after < total {
+        state
+            .store
+            .read_stream_page(&stream_id, after, size)
+            .await?
+    } else {
+        Vec::new()
+    };
     let rows = events
         .iter()
         .map(|e| serde_json::to_value(e).map_err(|e| ApiError::internal(&e)))
         .collect::<ApiResult<Vec<Value>>>()?;
-    Ok(axum::Json(page.list(rows)))
+    Ok(axum::Json(
+        page.window(rows, usize::try_from(total).unwrap_or(0)),
+    ))
 }
 
 /// The stream's aggregate rebuilt from the events recorded at or before `as_of` (RFC 3339;
@@ -169,15 +179,20 @@ pub async fn state_as_of(
         ),
         None => None,
     };
-    let events = own_stream(&state, &principal, &stream_id).await?;
-    let replayed = replay(&stream_id, &events, as_of).map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "stream_unreadable",
-            "Stream unreadable",
-            format!("The stream cannot be replayed: {e}. Check it with its verify endpoint."),
-        )
-    })?;
+    own_stream(&state, &principal, &stream_id).await?;
+    let replayed = match replay_stored(state.store.as_ref(), &stream_id, as_of).await {
+        Ok(Some(replayed)) => replayed,
+        Ok(None) => return Err(ApiError::not_found()),
+        Err(ReplayError::Store(e)) => return Err(e.into()),
+        Err(ReplayError::Audit(e)) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "stream_unreadable",
+                "Stream unreadable",
+                format!("The stream cannot be replayed: {e}. Check it with its verify endpoint."),
+            ))
+        }
+    };
     Ok(axum::Json(json!({ "data": {
         "record_type": "stream_state",
         "stream_id": replayed.stream_id,

@@ -24,21 +24,30 @@ impl Page {
         Ok(Self { number, size })
     }
 
+    /// How many rows come before this page.
+    pub fn offset(&self) -> usize {
+        self.number.saturating_sub(1).saturating_mul(self.size)
+    }
+
     /// One page of `rows`, with the list meta.
     pub fn list(&self, rows: Vec<Value>) -> Value {
         let total = rows.len();
-        let total_pages = total.div_ceil(self.size);
         let data: Vec<Value> = rows
             .into_iter()
-            .skip(self.number.saturating_sub(1).saturating_mul(self.size))
+            .skip(self.offset())
             .take(self.size)
             .collect();
+        self.window(data, total)
+    }
+
+    /// This page's rows, already cut out of `total` rows, with the list meta.
+    pub fn window(&self, data: Vec<Value>, total: usize) -> Value {
         json!({
             "data": data,
             "meta": {
                 "page_number": self.number,
                 "page_size": self.size,
-                "total_pages": total_pages,
+                "total_pages": total.div_ceil(self.size),
                 "total_results": total,
             },
         })

@@ -162,6 +162,105 @@ async fn verify_over_http_names_the_tampered_version() {
     }
 }
 
+#[tokio::test]
+async fn a_long_stream_is_paged_replayed_and_verified_a_page_at_a_time() {
+    use warden_commands::store::{AppendRequest, StreamAppend};
+    use warden_domain::user::UserEvent;
+
+    let app = spawn_app_on(Backend::Postgres).await;
+    let (_, token) = app.owner().await;
+    let user_id = app.get("/v2/users/me", &token).await.data()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stream = format!("user-{user_id}");
+    let store = app.state.store.clone();
+    // 2,400 more events, 500 a second: longer than one page of the store's reads.
+    let mut version = store.stream_version(&stream).await.unwrap();
+    let mut ends = Vec::new();
+    for _ in 0..5 {
+        app.clock.advance(Duration::seconds(1));
+        let count = if ends.len() == 4 { 400 } else { 500 };
+        let events = vec![
+            UserEvent::ProfileUpdated {
+                first_name: None,
+                last_name: None,
+                phone_number: None,
+            };
+            count
+        ];
+        store
+            .append(AppendRequest {
+                streams: vec![StreamAppend {
+                    stream_id: stream.clone(),
+                    stream_type: "user".into(),
+                    expected_version: version,
+                    events: warden_commands::pipeline::encode_all(&events).unwrap(),
+                }],
+                recorded_at: app.clock.now(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        version += count as i64;
+        ends.push((app.clock.now(), version));
+    }
+    let total = version;
+
+    let page = |n: i64| {
+        let path = format!("/v2/audit/streams/{stream}/events?page[size]=250&page[number]={n}");
+        let (app, token) = (&app, token.clone());
+        async move {
+            let r = app.get(&path, &token).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r
+        }
+    };
+    let r = page(5).await;
+    let versions: Vec<i64> = r
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, (1001..=1250).collect::<Vec<_>>());
+    assert_eq!(r.body["meta"]["total_results"], total);
+    assert_eq!(r.body["meta"]["total_pages"], (total + 249) / 250);
+    let last_page = (total + 249) / 250;
+    let r = page(last_page).await;
+    let data = r.data().as_array().unwrap();
+    assert_eq!(data.last().unwrap()["version"], total);
+    assert_eq!(data.first().unwrap()["version"], (last_page - 1) * 250 + 1);
+    assert_eq!(
+        page(last_page + 1).await.data().as_array().unwrap().len(),
+        0
+    );
+
+    // The state as of the third second is at the version the third append ended on,
+    // past the first page of the replay's reads.
+    let (third, at_third) = ends[2];
+    let path = format!(
+        "/v2/audit/streams/{stream}/state?as_of={}",
+        third
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .replace('+', "%2B")
+    );
+    let r = app.get(&path, &token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.data()["version"], at_third);
+    let r = app
+        .get(&format!("/v2/audit/streams/{stream}/state"), &token)
+        .await;
+    assert_eq!(r.data()["version"], total, "{}", r.text);
+
+    let r = app
+        .get(&format!("/v2/audit/streams/{stream}/verify"), &token)
+        .await;
+    assert_eq!(r.data()["valid"], true, "{}", r.text);
+    assert_eq!(r.data()["events"], total);
+}
+
 /// The entries of `GET /v2/audit_events?{query}` as `token`.
 async fn audit_events(app: &TestApp, token: &str, query: &str) -> crate::helpers::Reply {
     let r = app.get(&format!("/v2/audit_events?{query}"), token).await;
