@@ -124,7 +124,9 @@ impl Core {
             .with_write_gate(db.writes.shared());
         let projections = match db.backend {
             Backend::Sqlite => projections.with_dialect("BEGIN IMMEDIATE", ""),
-            Backend::Postgres => projections.with_dialect("BEGIN", " FOR UPDATE"),
+            Backend::Postgres => projections
+                .with_dialect("BEGIN", " FOR UPDATE")
+                .with_shadow_rebuilds(true),
         };
         Ok(Self {
             db,

@@ -13,6 +13,7 @@ pub mod members;
 pub mod organizations;
 pub mod runtime;
 pub mod sessions;
+mod shadow;
 mod sql;
 pub mod users;
 pub mod verify;

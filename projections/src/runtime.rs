@@ -110,6 +110,9 @@ pub struct Projections {
     /// Where this process's SQLite writers queue (the store's `WriteGate`); `None` on
     /// Postgres.
     writes: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Whether a rebuild fills shadow copies of the tables and swaps them in (Postgres; see
+    /// [`crate::shadow`]) instead of emptying and refilling them in place.
+    shadow_rebuilds: bool,
 }
 
 impl Projections {
@@ -136,6 +139,7 @@ impl Projections {
             begin: "BEGIN",
             lock_checkpoint: "",
             writes: None,
+            shadow_rebuilds: false,
         }
     }
 
@@ -161,6 +165,12 @@ impl Projections {
         self
     }
 
+    /// Rebuilds fill shadow copies of the tables and swap them in (Postgres only).
+    pub fn with_shadow_rebuilds(mut self, shadow: bool) -> Self {
+        self.shadow_rebuilds = shadow;
+        self
+    }
+
     /// Adds an observer (before the runner starts). It hears of events from the current
     /// head on: what it may hold was loaded from read models that include everything before.
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
@@ -177,6 +187,15 @@ impl Projections {
 
     pub fn names(&self) -> Vec<&'static str> {
         self.projectors.iter().map(|p| p.name()).collect()
+    }
+
+    /// The tables a read model owns (none for an unknown name).
+    pub fn tables(&self, name: &str) -> Vec<&'static str> {
+        self.projectors
+            .iter()
+            .filter(|p| p.name() == name)
+            .flat_map(|p| p.tables().iter().copied())
+            .collect()
     }
 
     /// Tells the runner new events were committed.
@@ -429,13 +448,20 @@ impl Projections {
         let mut tx = self.pool.begin_with(self.begin).await?;
         checkpoints(&mut tx, &checkpoint_names, self.lock_checkpoint).await?;
         save_checkpoints(&mut tx, &name_refs, 0).await?;
-        for (p, _) in &chosen {
-            for table in p.tables() {
+        let tables: Vec<&str> = chosen
+            .iter()
+            .flat_map(|(p, _)| p.tables().iter().copied())
+            .collect();
+        let shadow = if self.shadow_rebuilds {
+            Some(crate::shadow::Shadow::create(&mut tx, &tables).await?)
+        } else {
+            for table in &tables {
                 sqlx::query(&format!("DELETE FROM {table}"))
                     .execute(&mut *tx)
                     .await?;
             }
-        }
+            None
+        };
         let mut at = 0;
         let mut applied = 0;
         progress(0, total);
@@ -455,6 +481,9 @@ impl Projections {
             applied += events.len() as i64;
             at = last;
             progress(applied, total.max(at));
+        }
+        if let Some(shadow) = shadow {
+            shadow.swap(&mut tx).await?;
         }
         save_checkpoints(&mut tx, &name_refs, at).await?;
         tx.commit().await?;

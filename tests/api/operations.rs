@@ -168,6 +168,7 @@ async fn rebuilt_equals_live(app: TestApp) {
         )
     };
     let live = snapshot().await;
+    let catalog_before = catalog(&app).await;
     // Deliveries are not emptied by a rebuild (re-enqueueing is a no-op); emptied here, the
     // rebuild must enqueue exactly the same ones again.
     sqlx::query("DELETE FROM webhook_deliveries")
@@ -185,6 +186,24 @@ async fn rebuilt_equals_live(app: TestApp) {
     }
     let rebuilt = snapshot().await;
     assert_eq!(live, rebuilt);
+    // On Postgres the rebuilt tables replaced the live ones: the same columns, keys and
+    // indexes under the same names, and no shadow schema left behind.
+    assert_eq!(catalog_before, catalog(&app).await);
+    // The pool's connections go on with the swapped-in tables.
+    let (_, token) = app.owner().await;
+    let r = app
+        .request(
+            reqwest::Method::PATCH,
+            "/v2/users/me",
+            Some(&token),
+            Some(json!({ "first_name": "After" })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        app.get("/v2/users/me", &token).await.data()["first_name"],
+        "After"
+    );
     assert_eq!(live.0.len(), 3);
     // The comparison covers what the batched projectors build.
     let changes: Vec<&serde_json::Value> = live
@@ -220,6 +239,45 @@ async fn rebuilt_equals_live(app: TestApp) {
         ("accepted", "delivered", 1),
         "{v:?}"
     );
+}
+
+/// Postgres: the read-model tables' columns, constraints and indexes (names and
+/// definitions), and the schemas; empty on SQLite.
+async fn catalog(app: &TestApp) -> Vec<String> {
+    if app.settings.storage.database_url.is_none() {
+        return Vec::new();
+    }
+    let pool = &app.state.db.pool;
+    let mut tables: Vec<&str> = Vec::new();
+    for name in app.state.projections.names() {
+        tables.extend(app.state.projections.tables(name));
+    }
+    let mut lines: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(nspname AS TEXT) FROM pg_namespace WHERE nspname LIKE 'warden_rebuild%'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for table in tables {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(column_name AS TEXT) || ' ' || CAST(data_type AS TEXT) || ' ' || \
+             CAST(is_nullable AS TEXT) || ' ' || COALESCE(CAST(column_default AS TEXT), '') \
+             FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 \
+             UNION ALL SELECT CAST(conname AS TEXT) || ' ' || pg_get_constraintdef(oid) \
+             FROM pg_constraint WHERE conrelid = CAST($1 AS regclass) \
+             UNION ALL SELECT CAST(indexname AS TEXT) || ' ' || CAST(indexdef AS TEXT) \
+             FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1 \
+             ORDER BY 1",
+        )
+        .bind(table)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert!(!rows.is_empty(), "{table}");
+        lines.push(format!("{table}: {rows:#?}"));
+    }
+    lines
 }
 
 #[tokio::test]
