@@ -30,22 +30,54 @@ pub(crate) async fn rows_in(
 
 /// `$1, $2, …, $n`.
 pub(crate) fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::with_capacity(n * 6);
+    for i in 1..=n {
+        if i > 1 {
+            out.push_str(", ");
+        }
+        push_bind(&mut out, i);
+    }
+    out
 }
 
-/// `n` rows of `width` binds each: `($1, $2, $3), ($4, $5, $6), …`.
+/// `n` rows of `width` binds each: `($1, $2, $3), ($4, $5, $6), …`. Written into one
+/// string: a rebuild builds one of these (up to 3,200 binds) per statement.
 pub(crate) fn rows(n: usize, width: usize) -> String {
-    (0..n)
-        .map(|r| {
-            let binds = (1..=width)
-                .map(|c| format!("${}", r * width + c))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("({binds})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::with_capacity(n * (width * 7 + 4));
+    for r in 0..n {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 1..=width {
+            if c > 1 {
+                out.push_str(", ");
+            }
+            push_bind(&mut out, r * width + c);
+        }
+        out.push(')');
+    }
+    out
+}
+
+fn push_bind(out: &mut String, i: usize) {
+    use std::fmt::Write;
+    let _ = write!(out, "${i}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_rows_number_binds_in_order() {
+        assert_eq!(placeholders(0), "");
+        assert_eq!(placeholders(3), "$1, $2, $3");
+        assert_eq!(rows(1, 1), "($1)");
+        assert_eq!(rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        let many = rows(200, 16);
+        assert!(many.starts_with("($1, $2, "), "{many}");
+        assert!(many.ends_with(", $3199, $3200)"), "{many}");
+        assert_eq!(many.matches('$').count(), 3_200);
+    }
 }
