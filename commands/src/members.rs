@@ -20,6 +20,7 @@ use crate::error::CommandError;
 use crate::pipeline::{Meta, Pipeline, Plan};
 use crate::ports::Secrets;
 use crate::sender::{Channel, OutboundMessage, Sender};
+use crate::store::STREAM_PAGE;
 
 /// The prefix of every API key (so secret scanners can recognize a leaked one).
 pub const API_KEY_PREFIX: &str = "wdn_k_";
@@ -600,15 +601,32 @@ impl Members {
     /// The invitations `user_id` accepted in this organization (their address was sealed
     /// under each invitation's own key).
     async fn accepted_invitations(&self, org_stream: &str, user_id: Uuid) -> Result<Vec<Uuid>> {
-        let events = self.pipeline.store().read_stream(org_stream, 0).await?;
-        Ok(events
-            .iter()
-            .filter(|e| e.event_type == "organization.invitation_accepted")
-            .filter(|e| {
-                e.payload.get("user_id").and_then(|v| v.as_str()) == Some(&user_id.to_string())
-            })
-            .filter_map(|e| e.payload.get("invitation_id")?.as_str()?.parse().ok())
-            .collect())
+        let user_id = user_id.to_string();
+        let mut accepted = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .pipeline
+                .store()
+                .read_stream_page(org_stream, after, STREAM_PAGE)
+                .await?;
+            accepted.extend(
+                page.iter()
+                    .filter(|e| e.event_type == "organization.invitation_accepted")
+                    .filter(|e| e.payload.get("user_id").and_then(|v| v.as_str()) == Some(&user_id))
+                    .filter_map(|e| {
+                        e.payload
+                            .get("invitation_id")?
+                            .as_str()?
+                            .parse::<Uuid>()
+                            .ok()
+                    }),
+            );
+            match page.last() {
+                Some(last) if page.len() as i64 >= STREAM_PAGE => after = last.version,
+                _ => return Ok(accepted),
+            }
+        }
     }
 
     /// Runs a user command on a sub-user of the caller's organization (never the owner).
