@@ -420,6 +420,13 @@ impl Projections {
     /// Rebuilds several read models in ONE pass over the log and one transaction: each
     /// batch is read once and every named model applies it, instead of one full read of
     /// the log per model. Readers see all the old models or all the new ones.
+    ///
+    /// In place (SQLite) the models' checkpoints are locked from the start, so the live
+    /// projections wait for the whole rebuild. Into shadow tables (Postgres) the live
+    /// projections go on while the log up to where every named model had already got is
+    /// replayed; only then are the checkpoints locked, the events since replayed too, and
+    /// the copies swapped in, so the models never move back and a command waits for its
+    /// projection only during that last step.
     pub async fn rebuild_many(
         &self,
         names: &[&str],
@@ -433,28 +440,54 @@ impl Projections {
         }
         // In registration order (the order live passes apply in); checkpoints are locked in
         // name order by the statement itself, as in a live pass, so the two never deadlock.
-        let chosen: Vec<(Arc<dyn Projector>, String)> = self
+        let chosen: Vec<Arc<dyn Projector>> = self
             .projectors
             .iter()
-            .zip(self.checkpoint_names.iter())
-            .filter(|(p, _)| names.contains(&p.name()))
-            .map(|(p, n)| (p.clone(), n.clone()))
+            .filter(|p| names.contains(&p.name()))
+            .cloned()
             .collect();
-        let checkpoint_names: Vec<String> = chosen.iter().map(|(_, n)| n.clone()).collect();
+        let checkpoint_names: Vec<String> =
+            chosen.iter().map(|p| checkpoint_name(p.name())).collect();
         let name_refs: Vec<&str> = checkpoint_names.iter().map(String::as_str).collect();
+        let tables: Vec<&str> = chosen
+            .iter()
+            .flat_map(|p| p.tables().iter().copied())
+            .collect();
         let total = self.store.head_position().await?;
         let _write = self.enter_writes().await;
         create_checkpoints(&self.pool, &checkpoint_names).await?;
         let mut tx = self.pool.begin_with(self.begin).await?;
-        checkpoints(&mut tx, &checkpoint_names, self.lock_checkpoint).await?;
-        save_checkpoints(&mut tx, &name_refs, 0).await?;
-        let tables: Vec<&str> = chosen
-            .iter()
-            .flat_map(|(p, _)| p.tables().iter().copied())
-            .collect();
+        let mut replay = Replay {
+            chosen: &chosen,
+            at: 0,
+            applied: 0,
+            total,
+        };
+        progress(0, total);
         let shadow = if self.shadow_rebuilds {
-            Some(crate::shadow::Shadow::create(&mut tx, &tables).await?)
+            // One shadow rebuild at a time: another one's copies would hold the live
+            // tables this one drops, while it waits for the checkpoints this one holds.
+            sqlx::query("SELECT pg_advisory_xact_lock(CAST($1 AS BIGINT))")
+                .bind(REBUILD_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+            // Every event up to here has been applied by each named model: the live
+            // deliveries and owners it wrote are committed, so this transaction's
+            // re-enqueueing of them neither waits for a live pass nor holds one up.
+            let settled = checkpoints(&mut tx, &checkpoint_names, "")
+                .await?
+                .into_iter()
+                .min()
+                .unwrap_or(0);
+            let shadow = crate::shadow::Shadow::create(&mut tx, &tables).await?;
+            replay
+                .run(&self.store, &mut tx, settled, &mut progress)
+                .await?;
+            checkpoints(&mut tx, &checkpoint_names, self.lock_checkpoint).await?;
+            Some(shadow)
         } else {
+            checkpoints(&mut tx, &checkpoint_names, self.lock_checkpoint).await?;
+            save_checkpoints(&mut tx, &name_refs, 0).await?;
             for table in &tables {
                 sqlx::query(&format!("DELETE FROM {table}"))
                     .execute(&mut *tx)
@@ -462,32 +495,71 @@ impl Projections {
             }
             None
         };
-        let mut at = 0;
-        let mut applied = 0;
-        progress(0, total);
-        let mut next = Prefetch::start(&self.store, at);
-        loop {
-            let events = next.events().await?;
-            let Some(last) = events.last().map(|e| e.global_position) else {
-                break;
-            };
-            // The next batch is read (and decoded) on another connection while this one is
-            // applied: the log is immutable, and reading is a third of the work.
-            next = Prefetch::start(&self.store, last);
-            // Projector by projector, as a live pass applies a batch (each owns its tables).
-            for (p, _) in &chosen {
-                p.apply_batch(&mut tx, &events).await?;
-            }
-            applied += events.len() as i64;
-            at = last;
-            progress(applied, total.max(at));
-        }
+        // With the checkpoints locked: the rest of the log.
+        replay
+            .run(&self.store, &mut tx, i64::MAX, &mut progress)
+            .await?;
         if let Some(shadow) = shadow {
             shadow.swap(&mut tx).await?;
         }
-        save_checkpoints(&mut tx, &name_refs, at).await?;
+        save_checkpoints(&mut tx, &name_refs, replay.at).await?;
         tx.commit().await?;
-        Ok(applied)
+        Ok(replay.applied)
+    }
+}
+
+/// The advisory lock that serializes shadow rebuilds (Postgres).
+const REBUILD_LOCK_KEY: i64 = 0x5741_5244_454e_5242;
+
+/// A rebuild's replay of the log into the named models, in batches.
+struct Replay<'a> {
+    chosen: &'a [Arc<dyn Projector>],
+    /// The last position applied.
+    at: i64,
+    applied: i64,
+    total: i64,
+}
+
+impl Replay<'_> {
+    /// Applies the events after `self.at` up to `until`.
+    async fn run(
+        &mut self,
+        store: &Arc<dyn EventStore>,
+        conn: &mut AnyConnection,
+        until: i64,
+        progress: &mut (impl FnMut(i64, i64) + Send),
+    ) -> Result<(), ProjectionError> {
+        if self.at >= until {
+            return Ok(());
+        }
+        let mut next = Prefetch::start(store, self.at);
+        loop {
+            let mut events = next.events().await?;
+            let Some(last) = events.last().map(|e| e.global_position) else {
+                return Ok(());
+            };
+            let done = last >= until;
+            if done {
+                events.truncate(events.partition_point(|e| e.global_position <= until));
+            } else {
+                // The next batch is read (and decoded) on another connection while this
+                // one is applied: the log is immutable, and reading is a third of the work.
+                next = Prefetch::start(store, last);
+            }
+            if let Some(last) = events.last().map(|e| e.global_position) {
+                // Projector by projector, as a live pass applies a batch (each owns its
+                // tables).
+                for p in self.chosen {
+                    p.apply_batch(&mut *conn, &events).await?;
+                }
+                self.applied += events.len() as i64;
+                self.at = last;
+                progress(self.applied, self.total.max(self.at));
+            }
+            if done {
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -241,6 +241,140 @@ async fn rebuilt_equals_live(app: TestApp) {
     );
 }
 
+/// Postgres: a rebuild replays the log into its copies while the live projections go on,
+/// so commands made meanwhile are answered before it ends (each waits for its own
+/// projection), and they are in the models it swaps in.
+#[tokio::test]
+async fn commands_go_on_during_a_postgres_rebuild_and_land_in_its_models() {
+    use warden_commands::store::{AppendRequest, StreamAppend};
+    use warden_commands::Clock;
+    use warden_domain::user::UserEvent;
+
+    let app = spawn_app_on(Backend::Postgres).await;
+    let (_, token) = app.owner().await;
+    let user_id = app.get("/v2/users/me", &token).await.data()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A log long enough for the rebuild to take a while.
+    let stream = format!("user-{user_id}");
+    let store = app.state.store.clone();
+    let mut version = store.stream_version(&stream).await.unwrap();
+    for _ in 0..32 {
+        let events = vec![
+            UserEvent::ProfileUpdated {
+                first_name: None,
+                last_name: None,
+                phone_number: None,
+            };
+            500
+        ];
+        store
+            .append(AppendRequest {
+                streams: vec![StreamAppend {
+                    stream_id: stream.clone(),
+                    stream_type: "user".into(),
+                    expected_version: version,
+                    events: warden_commands::pipeline::encode_all(&events).unwrap(),
+                }],
+                recorded_at: app.clock.now(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        version += 500;
+    }
+    let head = store.head_position().await.unwrap();
+    app.state
+        .projections
+        .wait_for(head, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    // Commands answered so far, as seen by the rebuild after each batch it applied (before
+    // it commits): in place, every batch comes after the checkpoints are locked, so none
+    // can be answered in between; into shadow tables, most batches come before.
+    let answered = AtomicUsize::new(0);
+    let (first_batch, last_batch) = (AtomicUsize::new(usize::MAX), AtomicUsize::new(0));
+    let done = AtomicBool::new(false);
+    let names = app.state.projections.names();
+    let rebuild = async {
+        let applied = app
+            .state
+            .projections
+            .rebuild_many(&names, |applied, _| {
+                if applied > 0 {
+                    let now = answered.load(SeqCst);
+                    let _ = first_batch.compare_exchange(usize::MAX, now, SeqCst, SeqCst);
+                    last_batch.store(now, SeqCst);
+                }
+            })
+            .await
+            .unwrap();
+        done.store(true, SeqCst);
+        applied
+    };
+    let commands = async {
+        let mut sent = 0;
+        while !done.load(SeqCst) && sent < 200 {
+            let r = app
+                .request(
+                    reqwest::Method::PATCH,
+                    "/v2/users/me",
+                    Some(&token),
+                    Some(json!({ "first_name": format!("During{sent}") })),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            answered.fetch_add(1, SeqCst);
+            sent += 1;
+        }
+        sent
+    };
+    let (applied, sent) = tokio::join!(rebuild, commands);
+    let during = last_batch
+        .load(SeqCst)
+        .saturating_sub(first_batch.load(SeqCst));
+    assert!(applied >= head, "{applied} < {head}");
+    assert!(
+        during > 0,
+        "no command was answered while the rebuild replayed ({sent} sent)"
+    );
+    let last = format!("During{}", sent - 1);
+    assert_eq!(
+        app.get("/v2/users/me", &token).await.data()["first_name"],
+        last
+    );
+
+    // What the live projections and the rebuild left equals a rebuild with nothing running.
+    let pool = &app.state.db.pool;
+    let head = store.head_position().await.unwrap();
+    app.state
+        .projections
+        .wait_for(head, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let models = || async {
+        (
+            users::all(pool).await.unwrap(),
+            audit_events::all(pool).await.unwrap(),
+        )
+    };
+    let after = models().await;
+    assert!(
+        after.1.len() >= 16_000 + sent,
+        "an audit entry for each seeded event and command: {}",
+        after.1.len()
+    );
+    app.state
+        .projections
+        .rebuild_many(&names, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(after, models().await);
+}
+
 /// Postgres: the read-model tables' columns, constraints and indexes (names and
 /// definitions), and the schemas; empty on SQLite.
 async fn catalog(app: &TestApp) -> Vec<String> {
