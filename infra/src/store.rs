@@ -95,6 +95,13 @@ struct SqlEventStore {
     writes: WriteGate,
 }
 
+/// Rows of the events table as recorded events.
+fn recorded(rows: &[sqlx::any::AnyRow]) -> Result<Vec<RecordedEvent>, StoreError> {
+    rows.iter()
+        .map(|row| EventRow::decode(row)?.into_recorded())
+        .collect()
+}
+
 /// Streams named per statement by `read_streams` (one bind each).
 const STREAMS_PER_READ: usize = 200;
 
@@ -112,6 +119,25 @@ impl SqlEventStore {
             Backend::Sqlite => "BEGIN IMMEDIATE",
         };
         self.pool.begin_with(begin).await.map_err(db_error)
+    }
+
+    /// A stream's rows with `version > after_version`, in version order; at most `limit`.
+    async fn stream_rows(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: Option<i64>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 \
+             ORDER BY version{}",
+            if limit.is_some() { " LIMIT $3" } else { "" }
+        );
+        let mut query = sqlx::query(&sql).bind(stream_id).bind(after_version);
+        if let Some(limit) = limit {
+            query = query.bind(limit.max(0));
+        }
+        query.fetch_all(&self.pool).await.map_err(db_error)
     }
 
     /// Serializes the tail of concurrent appends. Must be its own statement, taken after
@@ -134,19 +160,7 @@ impl SqlEventStore {
         stream_id: &str,
         after_version: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 \
-             ORDER BY version"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(stream_id)
-            .bind(after_version)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        rows.iter()
-            .map(|row| EventRow::decode(row)?.into_recorded())
-            .collect()
+        recorded(&self.stream_rows(stream_id, after_version, None).await?)
     }
 
     async fn read_stream_page(
@@ -155,20 +169,11 @@ impl SqlEventStore {
         after_version: i64,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 \
-             ORDER BY version LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(stream_id)
-            .bind(after_version)
-            .bind(limit.max(0))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        rows.iter()
-            .map(|row| EventRow::decode(row)?.into_recorded())
-            .collect()
+        recorded(
+            &self
+                .stream_rows(stream_id, after_version, Some(limit))
+                .await?,
+        )
     }
 
     async fn read_streams(&self, stream_ids: &[String]) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -200,18 +205,9 @@ impl SqlEventStore {
         after_version: i64,
         limit: i64,
     ) -> Result<Vec<RawEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 \
-             ORDER BY version LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(stream_id)
-            .bind(after_version)
-            .bind(limit.max(0))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        rows.iter()
+        self.stream_rows(stream_id, after_version, Some(limit))
+            .await?
+            .iter()
             .map(|row| EventRow::decode(row).map(EventRow::into_raw))
             .collect()
     }
@@ -227,9 +223,7 @@ impl SqlEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?;
-        rows.iter()
-            .map(|row| EventRow::decode(row)?.into_recorded())
-            .collect()
+        recorded(&rows)
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<i64, StoreError> {

@@ -467,7 +467,8 @@ impl Projections {
         let shadow = if self.shadow_rebuilds {
             // One shadow rebuild at a time: another one's copies would hold the live
             // tables this one drops, while it waits for the checkpoints this one holds.
-            sqlx::query("SELECT pg_advisory_xact_lock(CAST($1 AS BIGINT))")
+            // (`void` is not a type the Any driver decodes: project a constant.)
+            sqlx::query("SELECT CAST(1 AS BIGINT) FROM pg_advisory_xact_lock($1)")
                 .bind(REBUILD_LOCK_KEY)
                 .execute(&mut *tx)
                 .await?;

@@ -164,45 +164,15 @@ async fn verify_over_http_names_the_tampered_version() {
 
 #[tokio::test]
 async fn a_long_stream_is_paged_replayed_and_verified_a_page_at_a_time() {
-    use warden_commands::store::{AppendRequest, StreamAppend};
-    use warden_domain::user::UserEvent;
-
     let app = spawn_app_on(Backend::Postgres).await;
     let (_, token) = app.owner().await;
-    let user_id = app.get("/v2/users/me", &token).await.data()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let stream = format!("user-{user_id}");
-    let store = app.state.store.clone();
+    let stream = app.user_stream(&token).await;
     // 2,400 more events, 500 a second: longer than one page of the store's reads.
-    let mut version = store.stream_version(&stream).await.unwrap();
+    let mut version = 0;
     let mut ends = Vec::new();
-    for _ in 0..5 {
+    for count in [500, 500, 500, 500, 400] {
         app.clock.advance(Duration::seconds(1));
-        let count = if ends.len() == 4 { 400 } else { 500 };
-        let events = vec![
-            UserEvent::ProfileUpdated {
-                first_name: None,
-                last_name: None,
-                phone_number: None,
-            };
-            count
-        ];
-        store
-            .append(AppendRequest {
-                streams: vec![StreamAppend {
-                    stream_id: stream.clone(),
-                    stream_type: "user".into(),
-                    expected_version: version,
-                    events: warden_commands::pipeline::encode_all(&events).unwrap(),
-                }],
-                recorded_at: app.clock.now(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        version += count as i64;
+        version = app.append_profile_updates(&stream, count).await;
         ends.push((app.clock.now(), version));
     }
     let total = version;

@@ -265,6 +265,45 @@ impl TestApp {
         (email, token)
     }
 
+    /// The signed-in user's stream id (`user-<id>`).
+    pub async fn user_stream(&self, token: &str) -> String {
+        let me = self.get("/v2/users/me", token).await;
+        format!("user-{}", me.data()["id"].as_str().expect("user id"))
+    }
+
+    /// Appends `count` empty profile updates to a user's stream in one request, recorded
+    /// now, straight to the store (a long stream without thousands of requests). Returns
+    /// the stream's new version.
+    pub async fn append_profile_updates(&self, stream: &str, count: usize) -> i64 {
+        use warden_commands::store::{AppendRequest, StreamAppend};
+        use warden_commands::Clock;
+        use warden_domain::user::UserEvent;
+        let store = &self.state.store;
+        let version = store.stream_version(stream).await.expect("version");
+        let events = vec![
+            UserEvent::ProfileUpdated {
+                first_name: None,
+                last_name: None,
+                phone_number: None,
+            };
+            count
+        ];
+        store
+            .append(AppendRequest {
+                streams: vec![StreamAppend {
+                    stream_id: stream.to_owned(),
+                    stream_type: "user".into(),
+                    expected_version: version,
+                    events: warden_commands::pipeline::encode_all(&events).expect("encode"),
+                }],
+                recorded_at: self.clock.now(),
+                ..Default::default()
+            })
+            .await
+            .expect("append");
+        version + count as i64
+    }
+
     /// How many events the store holds.
     pub async fn event_count(&self) -> i64 {
         self.state.store.head_position().await.expect("head")

@@ -246,44 +246,14 @@ async fn rebuilt_equals_live(app: TestApp) {
 /// projection), and they are in the models it swaps in.
 #[tokio::test]
 async fn commands_go_on_during_a_postgres_rebuild_and_land_in_its_models() {
-    use warden_commands::store::{AppendRequest, StreamAppend};
-    use warden_commands::Clock;
-    use warden_domain::user::UserEvent;
-
     let app = spawn_app_on(Backend::Postgres).await;
     let (_, token) = app.owner().await;
-    let user_id = app.get("/v2/users/me", &token).await.data()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     // A log long enough for the rebuild to take a while.
-    let stream = format!("user-{user_id}");
-    let store = app.state.store.clone();
-    let mut version = store.stream_version(&stream).await.unwrap();
+    let stream = app.user_stream(&token).await;
     for _ in 0..32 {
-        let events = vec![
-            UserEvent::ProfileUpdated {
-                first_name: None,
-                last_name: None,
-                phone_number: None,
-            };
-            500
-        ];
-        store
-            .append(AppendRequest {
-                streams: vec![StreamAppend {
-                    stream_id: stream.clone(),
-                    stream_type: "user".into(),
-                    expected_version: version,
-                    events: warden_commands::pipeline::encode_all(&events).unwrap(),
-                }],
-                recorded_at: app.clock.now(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        version += 500;
+        app.append_profile_updates(&stream, 500).await;
     }
+    let store = app.state.store.clone();
     let head = store.head_position().await.unwrap();
     app.state
         .projections
