@@ -241,6 +241,67 @@ async fn rebuilt_equals_live(app: TestApp) {
     );
 }
 
+/// Postgres: a rebuild stopped half-way (here: cancelled) leaves the live tables as they
+/// were and holds nothing: the next rebuild runs, and commands go on.
+#[tokio::test]
+async fn a_cancelled_postgres_rebuild_leaves_the_read_models_as_they_were() {
+    let app = spawn_app_on(Backend::Postgres).await;
+    let (_, token) = app.owner().await;
+    let stream = app.user_stream(&token).await;
+    for _ in 0..16 {
+        app.append_profile_updates(&stream, 500).await;
+    }
+    let head = app.event_count().await;
+    let projections = &app.state.projections;
+    projections
+        .wait_for(head, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let pool = &app.state.db.pool;
+    let models = || async {
+        (
+            users::all(pool).await.unwrap(),
+            audit_events::all(pool).await.unwrap(),
+        )
+    };
+    let (before, catalog_before) = (models().await, catalog(&app).await);
+    let names = projections.names();
+    // Cancelled once it has applied a batch to its copies.
+    let (batch_applied, cancel) = tokio::sync::oneshot::channel::<()>();
+    let mut batch_applied = Some(batch_applied);
+    let rebuild = projections.rebuild_many(&names, |applied, _| {
+        if applied > 0 {
+            if let Some(tx) = batch_applied.take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::select! {
+        r = rebuild => panic!("the rebuild ended before it was cancelled: {r:?}"),
+        _ = cancel => {}
+    }
+    assert_eq!(before, models().await);
+    let applied = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        projections.rebuild_many(&names, |_, _| {}),
+    )
+    .await
+    .expect("the next rebuild is not held up by the cancelled one")
+    .unwrap();
+    assert!(applied >= head);
+    assert_eq!(before, models().await);
+    assert_eq!(catalog_before, catalog(&app).await);
+    let r = app
+        .request(
+            reqwest::Method::PATCH,
+            "/v2/users/me",
+            Some(&token),
+            Some(json!({ "first_name": "Afterwards" })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 /// Postgres: a rebuild replays the log into its copies while the live projections go on,
 /// so commands made meanwhile are answered before it ends (each waits for its own
 /// projection), and they are in the models it swaps in.
