@@ -16,8 +16,6 @@ use crate::ProjectionError;
 pub struct Shadow {
     /// The schema holding the copies (quoted).
     schema: String,
-    /// The schema of the live tables (quoted).
-    home: String,
     /// The transaction's `search_path` before the copies went first on it.
     search_path: String,
     tables: Vec<ShadowTable>,
@@ -26,6 +24,8 @@ pub struct Shadow {
 struct ShadowTable {
     /// Quoted.
     name: String,
+    /// The schema of the live table, the one `search_path` finds (quoted).
+    home: String,
     /// `CREATE INDEX` statements to run once the copy is filled.
     deferred_indexes: Vec<String>,
 }
@@ -38,23 +38,15 @@ impl Shadow {
         conn: &mut AnyConnection,
         tables: &[&str],
     ) -> Result<Self, ProjectionError> {
-        let row = sqlx::query(
-            "SELECT CAST(current_schema() AS TEXT), CAST(current_setting('search_path') AS TEXT)",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        let home: Option<String> = row.try_get(0)?;
-        let search_path: String = row.try_get(1)?;
-        let home = quote(&home.ok_or_else(|| {
-            ProjectionError::Db(sqlx::Error::Protocol(
-                "no current schema to rebuild in".into(),
-            ))
-        })?);
+        let search_path: String =
+            sqlx::query("SELECT CAST(current_setting('search_path') AS TEXT)")
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get(0)?;
         let schema = quote(&format!("warden_rebuild_{}", uuid::Uuid::new_v4().simple()));
         execute(conn, &format!("CREATE SCHEMA {schema}")).await?;
         let mut shadow = Self {
             schema,
-            home,
             search_path,
             tables: Vec::with_capacity(tables.len()),
         };
@@ -79,10 +71,22 @@ impl Shadow {
         table: &str,
     ) -> Result<ShadowTable, ProjectionError> {
         let name = quote(table);
-        let (live, copy) = (
-            format!("{}.{name}", self.home),
-            format!("{}.{name}", self.schema),
-        );
+        // Wherever the search path finds it (what the projectors' SQL writes to).
+        let home: Option<String> = sqlx::query(
+            "SELECT CAST(n.nspname AS TEXT) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
+        )
+        .bind(&name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+        let home = quote(&home.ok_or_else(|| {
+            ProjectionError::Db(sqlx::Error::Protocol(format!(
+                "no table {table} on the search path to rebuild"
+            )))
+        })?);
+        let (live, copy) = (format!("{home}.{name}"), format!("{}.{name}", self.schema));
         execute(
             conn,
             &format!("CREATE TABLE {copy} (LIKE {live} INCLUDING ALL EXCLUDING INDEXES)"),
@@ -142,6 +146,7 @@ impl Shadow {
         }
         Ok(ShadowTable {
             name,
+            home,
             deferred_indexes,
         })
     }
@@ -160,12 +165,12 @@ impl Shadow {
         )
         .await?;
         for table in &self.tables {
-            execute(conn, &format!("DROP TABLE {}.{}", self.home, table.name)).await?;
+            execute(conn, &format!("DROP TABLE {}.{}", table.home, table.name)).await?;
             execute(
                 conn,
                 &format!(
                     "ALTER TABLE {}.{} SET SCHEMA {}",
-                    self.schema, table.name, self.home
+                    self.schema, table.name, table.home
                 ),
             )
             .await?;

@@ -169,6 +169,20 @@ async fn rebuilt_equals_live(app: TestApp) {
     };
     let live = snapshot().await;
     let catalog_before = catalog(&app).await;
+    if app.settings.storage.database_url.is_some() {
+        // A schema named after the user comes first on Postgres' default search path
+        // (`"$user", public`) while the tables stay in `public`: a rebuild must copy and
+        // replace the tables where the search path finds them, not in `current_schema()`.
+        sqlx::query("CREATE SCHEMA IF NOT EXISTS \"postgres\"")
+            .execute(pool)
+            .await
+            .unwrap();
+        let current: String = sqlx::query_scalar("SELECT CAST(current_schema() AS TEXT)")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(current, "postgres");
+    }
     // Deliveries are not emptied by a rebuild (re-enqueueing is a no-op); emptied here, the
     // rebuild must enqueue exactly the same ones again.
     sqlx::query("DELETE FROM webhook_deliveries")
@@ -425,14 +439,17 @@ async fn catalog(app: &TestApp) -> Vec<String> {
     .unwrap();
     for table in tables {
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT CAST(column_name AS TEXT) || ' ' || CAST(data_type AS TEXT) || ' ' || \
-             CAST(is_nullable AS TEXT) || ' ' || COALESCE(CAST(column_default AS TEXT), '') \
-             FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = $1 \
+            "SELECT 'in schema ' || CAST(n.nspname AS TEXT) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = CAST($1 AS regclass) \
+             UNION ALL SELECT CAST(a.attname AS TEXT) || ' ' || format_type(a.atttypid, a.atttypmod) \
+             || ' ' || CAST(a.attnotnull AS TEXT) || ' ' || COALESCE(pg_get_expr(d.adbin, d.adrelid), '') \
+             FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = CAST($1 AS regclass) AND a.attnum > 0 AND NOT a.attisdropped \
              UNION ALL SELECT CAST(conname AS TEXT) || ' ' || pg_get_constraintdef(oid) \
              FROM pg_constraint WHERE conrelid = CAST($1 AS regclass) \
-             UNION ALL SELECT CAST(indexname AS TEXT) || ' ' || CAST(indexdef AS TEXT) \
-             FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1 \
+             UNION ALL SELECT CAST(c.relname AS TEXT) || ' ' || pg_get_indexdef(i.indexrelid) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = CAST($1 AS regclass) \
              ORDER BY 1",
         )
         .bind(table)
