@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
-use warden_commands::store::STREAM_PAGE;
+use warden_commands::store::fold_stream;
 use warden_commands::{EventStore, StoreError};
 use warden_domain::organization::Organization;
 use warden_domain::user::User;
@@ -176,22 +176,18 @@ pub async fn replay_stored(
     stream_id: &str,
     as_of: Option<DateTime<Utc>>,
 ) -> Result<Option<Replayed>, ReplayError> {
-    let mut after = 0;
     let mut replay: Option<Replay> = None;
-    loop {
-        let page = store
-            .read_stream_page(stream_id, after, STREAM_PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
+    fold_stream(store, stream_id, 0, |page| {
+        let Some(first) = page.first() else {
+            return Ok(false);
+        };
         let replay = match &mut replay {
             Some(r) => r,
-            None => replay.insert(Replay::new(stream_id, &last.stream_type, as_of)?),
+            None => replay.insert(Replay::new(stream_id, &first.stream_type, as_of)?),
         };
-        if !replay.push(&page)? || (page.len() as i64) < STREAM_PAGE {
-            break;
-        }
-        after = last.version;
-    }
+        Ok::<_, ReplayError>(replay.push(page)?)
+    })
+    .await?;
     Ok(replay.map(Replay::finish))
 }
 

@@ -20,7 +20,7 @@ use crate::error::CommandError;
 use crate::pipeline::{Meta, Pipeline, Plan};
 use crate::ports::Secrets;
 use crate::sender::{Channel, OutboundMessage, Sender};
-use crate::store::STREAM_PAGE;
+use crate::store::fold_stream;
 
 /// The prefix of every API key (so secret scanners can recognize a leaked one).
 pub const API_KEY_PREFIX: &str = "wdn_k_";
@@ -603,13 +603,7 @@ impl Members {
     async fn accepted_invitations(&self, org_stream: &str, user_id: Uuid) -> Result<Vec<Uuid>> {
         let user_id = user_id.to_string();
         let mut accepted = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self
-                .pipeline
-                .store()
-                .read_stream_page(org_stream, after, STREAM_PAGE)
-                .await?;
+        fold_stream(self.pipeline.store().as_ref(), org_stream, 0, |page| {
             accepted.extend(
                 page.iter()
                     .filter(|e| e.event_type == "organization.invitation_accepted")
@@ -622,11 +616,10 @@ impl Members {
                             .ok()
                     }),
             );
-            match page.last() {
-                Some(last) if page.len() as i64 >= STREAM_PAGE => after = last.version,
-                _ => return Ok(accepted),
-            }
-        }
+            Ok::<_, CommandError<MembersError>>(true)
+        })
+        .await?;
+        Ok(accepted)
     }
 
     /// Runs a user command on a sub-user of the caller's organization (never the owner).

@@ -12,8 +12,8 @@ use crate::error::CommandError;
 use crate::ports::Clock;
 use crate::state_cache::{StateCache, STATES_KEPT};
 use crate::store::{
-    AppendRequest, Claim, EventStore, IdempotencyLease, NewEvent, Snapshot, StoreError,
-    StreamAppend, STREAM_PAGE,
+    fold_stream, AppendRequest, Claim, EventStore, IdempotencyLease, NewEvent, Snapshot,
+    StoreError, StreamAppend,
 };
 
 /// How many times a command is decided afresh after losing a version race. Each retry
@@ -189,21 +189,15 @@ impl Pipeline {
         let after = loaded.version;
         // Page by page: a stream without a usable snapshot may be long, and only the folded
         // state needs to stay in memory.
-        loop {
-            let page = self
-                .store
-                .read_stream_page(stream_id, loaded.version, STREAM_PAGE)
-                .await?;
-            let full = page.len() as i64 >= STREAM_PAGE;
+        fold_stream(self.store.as_ref(), stream_id, after, |page| {
             for recorded in page {
                 let event: A::Event = recorded.decode()?;
                 Arc::make_mut(&mut loaded.state).apply(&event, recorded.recorded_at);
                 loaded.version = recorded.version;
             }
-            if !full {
-                break;
-            }
-        }
+            Ok::<_, CommandError<E>>(true)
+        })
+        .await?;
         if !kept || loaded.version > after {
             self.states.put(stream_id, &loaded);
         }

@@ -12,6 +12,28 @@ use warden_domain::{EventMetadata, RecordedEvent};
 /// replays).
 pub const STREAM_PAGE: i64 = 1_000;
 
+/// Feeds a stream's events after `after_version` to `fold`, in version order, a page of
+/// [`STREAM_PAGE`] at a time (only one page is held), until the stream ends or `fold`
+/// answers false.
+pub async fn fold_stream<E: From<StoreError>>(
+    store: &dyn EventStore,
+    stream_id: &str,
+    after_version: i64,
+    mut fold: impl FnMut(&[RecordedEvent]) -> Result<bool, E> + Send,
+) -> Result<(), E> {
+    let mut after = after_version;
+    loop {
+        let page = store
+            .read_stream_page(stream_id, after, STREAM_PAGE)
+            .await?;
+        let more = fold(&page)?;
+        match page.last() {
+            Some(last) if more && page.len() as i64 >= STREAM_PAGE => after = last.version,
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// One event to append.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
@@ -165,11 +187,7 @@ pub trait EventStore: Send + Sync + 'static {
         stream_id: &str,
         after_version: i64,
         limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut events = self.read_stream(stream_id, after_version).await?;
-        events.truncate(usize::try_from(limit).unwrap_or(0));
-        Ok(events)
-    }
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// Every event of the named streams (each stream in version order, streams in any
     /// order; unknown streams have none): what a batch that folds many streams needs, in
@@ -192,13 +210,7 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Vec<RawEvent>, StoreError>;
 
     /// The highest version of a stream (0: no such stream).
-    async fn stream_version(&self, stream_id: &str) -> Result<i64, StoreError> {
-        Ok(self
-            .read_stream(stream_id, 0)
-            .await?
-            .last()
-            .map_or(0, |e| e.version))
-    }
+    async fn stream_version(&self, stream_id: &str) -> Result<i64, StoreError>;
 
     /// Recomputes one stream's hash chain, page by page.
     async fn verify_stream(&self, stream_id: &str) -> Result<ChainReport, StoreError> {

@@ -111,6 +111,17 @@ impl EventStore for MemStore {
     async fn read_stream(&self, _: &str, _: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         Err(unsupported())
     }
+    async fn read_stream_page(
+        &self,
+        _: &str,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Err(unsupported())
+    }
+    async fn stream_version(&self, _: &str) -> Result<i64, StoreError> {
+        Err(unsupported())
+    }
     async fn read_stream_raw(&self, _: &str, _: i64, _: i64) -> Result<Vec<RawEvent>, StoreError> {
         Err(unsupported())
     }

@@ -265,6 +265,12 @@ impl TestApp {
         (email, token)
     }
 
+    /// `PATCH /v2/users/me` with `body`.
+    pub async fn patch_me(&self, token: &str, body: Value) -> Reply {
+        self.request(Method::PATCH, "/v2/users/me", Some(token), Some(body))
+            .await
+    }
+
     /// The signed-in user's stream id (`user-<id>`).
     pub async fn user_stream(&self, token: &str) -> String {
         let me = self.get("/v2/users/me", token).await;

@@ -205,14 +205,7 @@ async fn rebuilt_equals_live(app: TestApp) {
     assert_eq!(catalog_before, catalog(&app).await);
     // The pool's connections go on with the swapped-in tables.
     let (_, token) = app.owner().await;
-    let r = app
-        .request(
-            reqwest::Method::PATCH,
-            "/v2/users/me",
-            Some(&token),
-            Some(json!({ "first_name": "After" })),
-        )
-        .await;
+    let r = app.patch_me(&token, json!({ "first_name": "After" })).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         app.get("/v2/users/me", &token).await.data()["first_name"],
@@ -259,25 +252,10 @@ async fn rebuilt_equals_live(app: TestApp) {
 /// were and holds nothing: the next rebuild runs, and commands go on.
 #[tokio::test]
 async fn a_cancelled_postgres_rebuild_leaves_the_read_models_as_they_were() {
-    let app = spawn_app_on(Backend::Postgres).await;
-    let (_, token) = app.owner().await;
-    let stream = app.user_stream(&token).await;
-    for _ in 0..16 {
-        app.append_profile_updates(&stream, 500).await;
-    }
+    let (app, token) = postgres_app_with_a_long_log(8_000).await;
     let head = app.event_count().await;
     let projections = &app.state.projections;
-    projections
-        .wait_for(head, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
-    let pool = &app.state.db.pool;
-    let models = || async {
-        (
-            users::all(pool).await.unwrap(),
-            audit_events::all(pool).await.unwrap(),
-        )
-    };
+    let models = || users_and_audit(&app);
     let (before, catalog_before) = (models().await, catalog(&app).await);
     let names = projections.names();
     // Cancelled once it has applied a batch to its copies.
@@ -306,12 +284,7 @@ async fn a_cancelled_postgres_rebuild_leaves_the_read_models_as_they_were() {
     assert_eq!(before, models().await);
     assert_eq!(catalog_before, catalog(&app).await);
     let r = app
-        .request(
-            reqwest::Method::PATCH,
-            "/v2/users/me",
-            Some(&token),
-            Some(json!({ "first_name": "Afterwards" })),
-        )
+        .patch_me(&token, json!({ "first_name": "Afterwards" }))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
@@ -321,20 +294,10 @@ async fn a_cancelled_postgres_rebuild_leaves_the_read_models_as_they_were() {
 /// projection), and they are in the models it swaps in.
 #[tokio::test]
 async fn commands_go_on_during_a_postgres_rebuild_and_land_in_its_models() {
-    let app = spawn_app_on(Backend::Postgres).await;
-    let (_, token) = app.owner().await;
     // A log long enough for the rebuild to take a while.
-    let stream = app.user_stream(&token).await;
-    for _ in 0..32 {
-        app.append_profile_updates(&stream, 500).await;
-    }
+    let (app, token) = postgres_app_with_a_long_log(16_000).await;
     let store = app.state.store.clone();
     let head = store.head_position().await.unwrap();
-    app.state
-        .projections
-        .wait_for(head, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
 
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
     // Commands answered so far, as seen by the rebuild after each batch it applied (before
@@ -364,12 +327,7 @@ async fn commands_go_on_during_a_postgres_rebuild_and_land_in_its_models() {
         let mut sent = 0;
         while !done.load(SeqCst) && sent < 200 {
             let r = app
-                .request(
-                    reqwest::Method::PATCH,
-                    "/v2/users/me",
-                    Some(&token),
-                    Some(json!({ "first_name": format!("During{sent}") })),
-                )
+                .patch_me(&token, json!({ "first_name": format!("During{sent}") }))
                 .await;
             assert_eq!(r.status, 200, "{}", r.text);
             answered.fetch_add(1, SeqCst);
@@ -393,19 +351,13 @@ async fn commands_go_on_during_a_postgres_rebuild_and_land_in_its_models() {
     );
 
     // What the live projections and the rebuild left equals a rebuild with nothing running.
-    let pool = &app.state.db.pool;
     let head = store.head_position().await.unwrap();
     app.state
         .projections
         .wait_for(head, std::time::Duration::from_secs(60))
         .await
         .unwrap();
-    let models = || async {
-        (
-            users::all(pool).await.unwrap(),
-            audit_events::all(pool).await.unwrap(),
-        )
-    };
+    let models = || users_and_audit(&app);
     let after = models().await;
     assert!(
         after.1.len() >= 16_000 + sent,
@@ -418,6 +370,32 @@ async fn commands_go_on_during_a_postgres_rebuild_and_land_in_its_models() {
         .await
         .unwrap();
     assert_eq!(after, models().await);
+}
+
+/// A Postgres app whose owner's stream holds `events` more events (empty profile updates,
+/// straight to the store), all projected; and the owner's token.
+async fn postgres_app_with_a_long_log(events: usize) -> (TestApp, String) {
+    let app = spawn_app_on(Backend::Postgres).await;
+    let (_, token) = app.owner().await;
+    let stream = app.user_stream(&token).await;
+    for _ in 0..events / 500 {
+        app.append_profile_updates(&stream, 500).await;
+    }
+    app.state
+        .projections
+        .wait_for(app.event_count().await, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    (app, token)
+}
+
+/// The users and audit-log read models, for comparisons.
+async fn users_and_audit(app: &TestApp) -> (Vec<users::UserRow>, Vec<serde_json::Value>) {
+    let pool = &app.state.db.pool;
+    (
+        users::all(pool).await.unwrap(),
+        audit_events::all(pool).await.unwrap(),
+    )
 }
 
 /// Postgres: the read-model tables' columns, constraints and indexes (names and
