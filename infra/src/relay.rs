@@ -54,8 +54,8 @@ pub struct RelayConfig {
     pub standby_interval: Duration,
     /// The Postgres advisory-lock key.
     pub lock_key: i64,
-    /// Under steady load the checkpoint row is written at most this often (and whenever
-    /// the relay catches up); zero: after every batch. A stale row costs nothing: a new
+    /// Under steady load the checkpoint row is written at most this often (and once the
+    /// log has been quiet for a poll interval); zero: after every batch. A stale row costs nothing: a new
     /// round starts after the sink's last message when that is ahead (JetStream), and a
     /// restarted process's in-process subscribers have seen nothing yet.
     pub checkpoint_interval: Duration,
@@ -267,21 +267,33 @@ impl Relay {
         // The position published but not yet written to the checkpoint row.
         let mut unsaved = None;
         let mut saved_at = tokio::time::Instant::now();
+        // Whether the last read may have left events behind (a full batch): read again at
+        // once. After a short batch the relay is caught up as of its read, and waits.
+        let mut more = true;
         loop {
+            if !more {
+                health.ok();
+                let woken = tokio::select! {
+                    () = self.wake.notified() => true,
+                    () = tokio::time::sleep(self.config.poll_interval) => false,
+                };
+                // The log went quiet (or the interval passed) with a published position not
+                // yet written: write it now. Under steady load wakes keep coming and the row
+                // is written once per interval, below.
+                if let Some(position) = unsaved {
+                    if !woken || saved_at.elapsed() >= self.config.checkpoint_interval {
+                        self.save_checkpoint(position).await?;
+                        saved_at = tokio::time::Instant::now();
+                        unsaved = None;
+                    }
+                }
+            }
             let events = self
                 .store
                 .read_all(checkpoint, self.config.batch_size.max(1))
                 .await?;
+            more = events.len() as i64 >= self.config.batch_size.max(1);
             let Some(last) = events.last() else {
-                if let Some(position) = unsaved.take() {
-                    self.save_checkpoint(position).await?;
-                    saved_at = tokio::time::Instant::now();
-                }
-                health.ok();
-                tokio::select! {
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
-                }
                 continue;
             };
             let (from, to, last_id) = (checkpoint, last.global_position, last.event_id);
