@@ -79,7 +79,6 @@ impl AppState {
         self.projections
             .wait_for(position, READ_YOUR_WRITES_WAIT)
             .await?;
-        self.webhook_wake.notify_one();
         Ok(())
     }
 
@@ -117,7 +116,7 @@ impl Core {
             Arc::new(MembersProjector::new(secrets.clone())),
             Arc::new(VerifyProjector::new(secrets.clone())),
             Arc::new(VerifyWebhooksProjector::new(store.clone(), secrets.clone())),
-            Arc::new(WebhookEndpointsProjector),
+            Arc::new(WebhookEndpointsProjector::default()),
             Arc::new(AuditEventsProjector),
         ];
         let projections = Projections::new(db.pool.clone(), store.clone(), projectors)
@@ -151,7 +150,12 @@ impl Application {
         let mut core = Core::open(&settings.storage).await?;
         warden_infra::vault::Vault::warm_up_hashing();
         let auth_cache = api::auth_cache::AuthCache::new();
-        core.projections = core.projections.with_observer(auth_cache.clone());
+        // The dispatcher is woken by the passes that queue deliveries, not by every command.
+        let webhook_wake = Arc::new(Notify::new());
+        core.projections = core
+            .projections
+            .with_observer(auth_cache.clone())
+            .with_deliveries_wake(webhook_wake.clone());
         let pipeline =
             Pipeline::new(core.store.clone(), clock.clone()).with_secrets(core.secrets.clone());
         let policy = SessionPolicy {
@@ -185,7 +189,6 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let relay_wake = Arc::new(Notify::new());
-        let webhook_wake = Arc::new(Notify::new());
         let mut workers = Vec::new();
         workers.push(tokio::spawn(
             core.projections.clone().run(shutdown_rx.clone()),

@@ -47,6 +47,17 @@ impl ProjectionError {
     }
 }
 
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Nothing to apply.
+    Idle,
+    /// Applied fewer events than a batch: caught up as of its read.
+    Short,
+    /// Applied a whole batch: more may be waiting.
+    Full,
+}
+
 /// One read model: a name, the tables it owns, and how each event changes them.
 #[async_trait]
 pub trait Projector: Send + Sync + 'static {
@@ -75,6 +86,13 @@ pub trait Projector: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    /// Whether it queued webhook deliveries since it was last asked. The runner asks after
+    /// each commit and wakes the dispatcher if any did, so deliveries go out at once and an
+    /// idle dispatcher is not woken by every command.
+    fn take_queued_deliveries(&self) -> bool {
+        false
+    }
 }
 
 /// Something in this process that must hear of every event the read models take in, in
@@ -98,6 +116,12 @@ pub struct Projections {
     /// The position observers have heard of (only the runner moves it; -1 before the
     /// first pass).
     observed: Arc<std::sync::atomic::AtomicI64>,
+    /// The checkpoints as this process's passes last found or left them (`None` before the
+    /// first pass), so a pass need not read them before it reads the log: the locked read
+    /// inside its transaction tells if another instance or a rebuild moved them since.
+    known: Arc<std::sync::Mutex<Option<Vec<i64>>>>,
+    /// Rung after a pass whose projectors queued webhook deliveries.
+    deliveries_queued: Option<Arc<Notify>>,
     reached_tx: Arc<watch::Sender<i64>>,
     reached: watch::Receiver<i64>,
     /// The statement that opens a projector's write transaction. SQLite needs
@@ -134,6 +158,8 @@ impl Projections {
             wake: Arc::new(Notify::new()),
             observers: Arc::new(Vec::new()),
             observed: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            known: Arc::new(std::sync::Mutex::new(None)),
+            deliveries_queued: None,
             reached_tx: Arc::new(tx),
             reached: rx,
             begin: "BEGIN",
@@ -168,6 +194,12 @@ impl Projections {
     /// Rebuilds fill shadow copies of the tables and swap them in (Postgres only).
     pub fn with_shadow_rebuilds(mut self, shadow: bool) -> Self {
         self.shadow_rebuilds = shadow;
+        self
+    }
+
+    /// Rings `wake` (the webhook dispatcher's) after each pass that queued deliveries.
+    pub fn with_deliveries_wake(mut self, wake: Arc<Notify>) -> Self {
+        self.deliveries_queued = Some(wake);
         self
     }
 
@@ -258,17 +290,22 @@ impl Projections {
             if *shutdown.borrow() {
                 return;
             }
-            match self.catch_up_all().await {
-                Ok(progressed) => {
+            match self.pass().await {
+                Ok(pass) => {
                     if failing {
                         tracing::info!("projections recovered");
                         failing = false;
                     }
-                    if progressed {
+                    // A full batch may have left events behind: at once. After a short one
+                    // the runner was caught up as of its read; a commit since has woken it
+                    // (the wake is kept until it waits).
+                    if pass == Pass::Full {
                         continue;
                     }
                 }
                 Err(e) => {
+                    // What the checkpoints are is not known after a failed pass.
+                    self.remember(None);
                     if !failing {
                         tracing::warn!(error = %e, "projections stalled; retrying");
                         failing = true;
@@ -292,65 +329,100 @@ impl Projections {
     /// the same batch and never deadlock; one that finds a checkpoint moved since it looked
     /// starts over from there.
     pub async fn catch_up_all(&self) -> Result<bool, ProjectionError> {
-        // Look first without a write transaction: an idle poll takes no lock.
-        let seen = {
-            let mut conn = self.pool.acquire().await?;
-            checkpoints(&mut conn, &self.checkpoint_names, "").await?
-        };
-        let from = seen.iter().copied().min().unwrap_or(0);
-        // The gate before the read: the batch then takes in whatever the writers ahead of
-        // this pass committed (on SQLite, usually the append batch it was woken by).
-        let write = self.enter_writes().await;
-        let events = self.store.read_all(from, BATCH).await?;
-        let Some(last) = events.last().map(|e| e.global_position) else {
-            drop(write);
-            let reached = if self.projectors.is_empty() {
-                self.store.head_position().await?
-            } else {
-                from
+        Ok(self.pass().await? != Pass::Idle)
+    }
+
+    fn known(&self) -> Option<Vec<i64>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn remember(&self, checkpoints: Option<Vec<i64>>) {
+        *self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = checkpoints;
+    }
+
+    async fn pass(&self) -> Result<Pass, ProjectionError> {
+        loop {
+            // Where the checkpoints were when this process last looked (read them the first
+            // time): an idle poll then costs one read of the log and takes no lock.
+            let seen = match self.known() {
+                Some(seen) => seen,
+                None => {
+                    let mut conn = self.pool.acquire().await?;
+                    checkpoints(&mut conn, &self.checkpoint_names, "").await?
+                }
             };
-            self.observe_up_to(reached, &[]).await?;
-            self.publish_reached(reached);
-            return Ok(false);
-        };
-        if seen.contains(&0) {
-            // The rows must exist for the lock below to hold anything.
-            create_checkpoints(&self.pool, &self.checkpoint_names).await?;
-        }
-        let mut tx = self.pool.begin_with(self.begin).await?;
-        let current = checkpoints(&mut tx, &self.checkpoint_names, self.lock_checkpoint).await?;
-        if current != seen {
-            // Someone else (another instance, a rebuild) moved one: start over.
-            tx.rollback().await?;
-            return Ok(true);
-        }
-        let mut moved = Vec::new();
-        for ((p, at), name) in self
-            .projectors
-            .iter()
-            .zip(&current)
-            .zip(self.checkpoint_names.iter())
-        {
-            if *at >= last {
+            let from = seen.iter().copied().min().unwrap_or(0);
+            // The gate before the read: the batch then takes in whatever the writers ahead
+            // of this pass committed (on SQLite, usually the append batch it was woken by).
+            let write = self.enter_writes().await;
+            let events = self.store.read_all(from, BATCH).await?;
+            let Some(last) = events.last().map(|e| e.global_position) else {
+                drop(write);
+                // Nothing after the lowest checkpoint: every checkpoint is at the head.
+                let reached = if self.projectors.is_empty() {
+                    self.store.head_position().await?
+                } else {
+                    from
+                };
+                self.remember(Some(seen));
+                self.observe_up_to(reached, &[]).await?;
+                self.publish_reached(reached);
+                return Ok(Pass::Idle);
+            };
+            if seen.contains(&0) {
+                // The rows must exist for the lock below to hold anything.
+                create_checkpoints(&self.pool, &self.checkpoint_names).await?;
+            }
+            let mut tx = self.pool.begin_with(self.begin).await?;
+            let current =
+                checkpoints(&mut tx, &self.checkpoint_names, self.lock_checkpoint).await?;
+            if current != seen {
+                // Someone else (another instance, a rebuild) moved one: start over from
+                // where they are.
+                tx.rollback().await?;
+                drop(write);
+                self.remember(Some(current));
                 continue;
             }
-            let unseen = events.partition_point(|e| e.global_position <= *at);
-            p.apply_batch(&mut tx, events.get(unseen..).unwrap_or_default())
-                .await?;
-            metrics_position(p.name(), last);
-            moved.push(name.as_str());
+            let mut moved = Vec::new();
+            for ((p, at), name) in self
+                .projectors
+                .iter()
+                .zip(&current)
+                .zip(self.checkpoint_names.iter())
+            {
+                if *at >= last {
+                    continue;
+                }
+                let unseen = events.partition_point(|e| e.global_position <= *at);
+                p.apply_batch(&mut tx, events.get(unseen..).unwrap_or_default())
+                    .await?;
+                metrics_position(p.name(), last);
+                moved.push(name.as_str());
+            }
+            save_checkpoints(&mut tx, &moved, last).await?;
+            // Until the commit is known to have landed, the next pass reads them again.
+            self.remember(None);
+            tx.commit().await?;
+            drop(write);
+            let after: Vec<i64> = current.iter().map(|at| (*at).max(last)).collect();
+            let reached = after.iter().copied().min().unwrap_or(last);
+            self.remember(Some(after));
+            self.wake_dispatcher();
+            self.observe_up_to(reached, &events).await?;
+            self.publish_reached(reached);
+            return Ok(if events.len() as i64 >= BATCH {
+                Pass::Full
+            } else {
+                Pass::Short
+            });
         }
-        save_checkpoints(&mut tx, &moved, last).await?;
-        tx.commit().await?;
-        drop(write);
-        let reached = current
-            .iter()
-            .map(|at| (*at).max(last))
-            .min()
-            .unwrap_or(last);
-        self.observe_up_to(reached, &events).await?;
-        self.publish_reached(reached);
-        Ok(true)
     }
 
     /// Tells the observers of every event up to `upto` they have not heard of: from
@@ -396,6 +468,17 @@ impl Projections {
             self.observed.store(at, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Rings the dispatcher if a projector queued deliveries (every flag is taken).
+    fn wake_dispatcher(&self) {
+        let mut queued = false;
+        for p in self.projectors.iter() {
+            queued |= p.take_queued_deliveries();
+        }
+        if let (true, Some(wake)) = (queued, &self.deliveries_queued) {
+            wake.notify_one();
+        }
     }
 
     fn publish_reached(&self, reached: i64) {

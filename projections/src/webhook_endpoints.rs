@@ -25,7 +25,7 @@ use warden_domain::webhook_endpoint::{EventFilter, WebhookEndpointEvent};
 use warden_domain::RecordedEvent;
 
 use crate::sql::{rows, rows_in, ROWS_PER_STATEMENT};
-use crate::webhooks::{enqueue, enqueue_all, NewDelivery, SCHEME_STANDARD_WEBHOOKS};
+use crate::webhooks::{enqueue, enqueue_all, NewDelivery, Queued, SCHEME_STANDARD_WEBHOOKS};
 use crate::{ProjectionError, Projector};
 
 /// The body a subscriber receives (`{type, timestamp, data}`), the same on every attempt
@@ -53,7 +53,10 @@ pub fn standard_body(event: &RecordedEvent, organization_id: &str) -> Value {
 }
 
 /// Follows the log: endpoint read model, stream owners, deliveries.
-pub struct WebhookEndpointsProjector;
+#[derive(Debug, Default)]
+pub struct WebhookEndpointsProjector {
+    queued: Queued,
+}
 
 #[async_trait]
 impl Projector for WebhookEndpointsProjector {
@@ -155,7 +158,12 @@ impl Projector for WebhookEndpointsProjector {
         }
         owners.write(conn).await?;
         enqueue_all(conn, &deliveries).await?;
+        self.queued.mark(!deliveries.is_empty());
         Ok(())
+    }
+
+    fn take_queued_deliveries(&self) -> bool {
+        self.queued.take()
     }
 }
 

@@ -52,6 +52,23 @@ pub async fn enqueue(conn: &mut AnyConnection, d: NewDelivery) -> Result<(), sql
     enqueue_all(conn, std::slice::from_ref(&d)).await
 }
 
+/// Whether a projector queued deliveries since the runner last asked
+/// ([`crate::Projector::take_queued_deliveries`]).
+#[derive(Debug, Default)]
+pub struct Queued(std::sync::atomic::AtomicBool);
+
+impl Queued {
+    pub fn mark(&self, queued: bool) {
+        if queued {
+            self.0.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    pub fn take(&self) -> bool {
+        self.0.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+}
+
 /// Enqueues deliveries, in order, in multi-row statements; each is skipped if its event
 /// already has one for its subscription.
 pub async fn enqueue_all(conn: &mut AnyConnection, all: &[NewDelivery]) -> Result<(), sqlx::Error> {
@@ -140,11 +157,16 @@ pub async fn deliveries(
 pub struct VerifyWebhooksProjector {
     store: Arc<dyn EventStore>,
     secrets: Arc<dyn Secrets>,
+    queued: Queued,
 }
 
 impl VerifyWebhooksProjector {
     pub fn new(store: Arc<dyn EventStore>, secrets: Arc<dyn Secrets>) -> Self {
-        Self { store, secrets }
+        Self {
+            store,
+            secrets,
+            queued: Queued::default(),
+        }
     }
 
     /// The verification as it stood right after `event`, folded from its stream in the log
@@ -298,7 +320,12 @@ impl Projector for VerifyWebhooksProjector {
             }
         }
         enqueue_all(conn, &deliveries).await?;
+        self.queued.mark(!deliveries.is_empty());
         Ok(())
+    }
+
+    fn take_queued_deliveries(&self) -> bool {
+        self.queued.take()
     }
 }
 

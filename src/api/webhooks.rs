@@ -389,6 +389,7 @@ pub async fn redeliver_endpoint(
         state.now(),
     )
     .await?;
+    state.webhook_wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "data": {
@@ -592,6 +593,7 @@ pub async fn redeliver_delivery(
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let original = own_delivery(&state, &principal, &id).await?;
     let new_id = deliveries::redeliver(&state.db.pool, &original, state.now()).await?;
+    state.webhook_wake.notify_one();
     let row = own_delivery(&state, &principal, &new_id).await?;
     let owner = owner_id(&state, &principal).await?;
     Ok((

@@ -544,3 +544,68 @@ async fn the_asyncapi_document_names_every_event_type_and_its_subject() {
         assert!(envelope.get(field).is_some(), "{field}");
     }
 }
+
+/// A read model that, when `queues`, says after each batch that it queued deliveries.
+struct SaysItQueued {
+    queues: bool,
+    queued: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl warden_projections::Projector for SaysItQueued {
+    fn name(&self) -> &'static str {
+        if self.queues {
+            "test_queues"
+        } else {
+            "test_queues_nothing"
+        }
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    async fn apply(
+        &self,
+        _conn: &mut sqlx::AnyConnection,
+        _event: &warden_domain::RecordedEvent,
+    ) -> Result<(), warden_projections::ProjectionError> {
+        if self.queues {
+            self.queued
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn take_queued_deliveries(&self) -> bool {
+        self.queued.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+}
+
+/// The dispatcher is woken by the projection passes that queued deliveries (requests no
+/// longer wake it after every command), and only by those.
+#[tokio::test]
+async fn a_pass_that_queued_deliveries_wakes_the_dispatcher_and_no_other_does() {
+    use futures::FutureExt;
+    let app = spawn_app_on(Backend::Postgres).await;
+    app.owner().await;
+    for queues in [true, false] {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let projector = SaysItQueued {
+            queues,
+            queued: Default::default(),
+        };
+        let projections = warden_projections::Projections::new(
+            app.state.db.pool.clone(),
+            app.state.store.clone(),
+            vec![Arc::new(projector)],
+        )
+        .with_deliveries_wake(wake.clone());
+        assert!(projections.catch_up_all().await.expect("a pass"));
+        assert_eq!(
+            wake.notified().now_or_never().is_some(),
+            queues,
+            "queued: {queues}"
+        );
+    }
+}
