@@ -299,6 +299,11 @@ impl Pipeline {
         self.run(stream_id, meta, None, decide).await
     }
 
+    /// The loop behind every single-stream command. The first attempt decides on the state
+    /// this process kept of the stream, without reading the store: the append names the
+    /// version decided on, so if another instance wrote since, it conflicts and the next
+    /// attempt loads the stream. An answer that writes nothing on that stream (a refusal, a
+    /// no-op) is not checked by any append, so it is given only from a loaded state.
     async fn run<A, E, F, T>(
         &self,
         stream_id: &str,
@@ -312,14 +317,25 @@ impl Pipeline {
         F: FnMut(&A, &Ctx, Plan, i64) -> Result<(Vec<A::Event>, Plan, T), CommandError<E>>,
     {
         let mut attempt = 0usize;
-        for _ in 0..MAX_ATTEMPTS {
-            let loaded = match first.take() {
-                Some(loaded) => loaded,
-                None => self.load::<A, E>(stream_id).await?,
+        // Whether the next attempt may decide on a state not read from the store.
+        let mut may_recall = true;
+        while attempt < MAX_ATTEMPTS {
+            let (loaded, checked) = match (first.take(), may_recall) {
+                (Some(held), _) => (held, false),
+                (None, true) => self.recall::<A, E>(stream_id).await?,
+                (None, false) => (self.load::<A, E>(stream_id).await?, true),
             };
+            may_recall = false;
             let ctx = self.ctx();
-            let (events, mut plan, extra) =
-                decide(&loaded.state, &ctx, Plan::new(), loaded.version)?;
+            let decided = decide(&loaded.state, &ctx, Plan::new(), loaded.version);
+            let (events, mut plan, extra) = match decided {
+                Ok((events, plan, extra)) if checked || !events.is_empty() => (events, plan, extra),
+                // Decided on a state that may be stale, with nothing to check it: again, on
+                // the stream as it is.
+                _ if !checked => continue,
+                Err(e) => return Err(e),
+                Ok(decided) => decided,
+            };
             plan.push::<A>(stream_id, loaded.version, &events)?;
             match self.commit(plan, meta, ctx.now).await {
                 Ok((recorded, position)) => {
@@ -356,15 +372,30 @@ impl Pipeline {
                         extra,
                     ));
                 }
+                // A kept state another instance has moved past: load it, without a pause.
+                Err(CommandError::Conflict) if !checked => {}
                 Err(CommandError::Conflict) => {
                     attempt += 1;
                     back_off(attempt).await;
-                    continue;
                 }
                 Err(e) => return Err(e),
             }
         }
         Err(CommandError::Conflict)
+    }
+
+    /// The stream's state as this process kept it, without reading the store (`false`: not
+    /// checked against the log), else loaded (`true`). Only for a decision whose append
+    /// names the version it was decided on: if another instance wrote since, the append
+    /// conflicts. A refusal or a no-op decided on it must be decided again on a load.
+    pub async fn recall<A: Aggregate, E: std::error::Error + 'static>(
+        &self,
+        stream_id: &str,
+    ) -> Result<(Loaded<A>, bool), CommandError<E>> {
+        match self.states.get::<A>(stream_id) {
+            Some(kept) => Ok((kept, false)),
+            None => Ok((self.load::<A, E>(stream_id).await?, true)),
+        }
     }
 
     /// Runs one command that changes two aggregates at once (an organization and one of its

@@ -7,6 +7,11 @@
 //! reads every event after it. A command's own new events are folded in with the time the
 //! store recorded (rounded), so a kept state is exactly the fold of the log. Snapshots
 //! remain what a cold load (another process, or a stream this one let go) starts from.
+//!
+//! A command's first attempt decides on a kept state without reading the store at all
+//! (`Pipeline::recall`): its append names the version it decided on, so if another instance
+//! wrote since, the append conflicts and the next attempt loads. A refusal or a no-op is
+//! given only from a loaded state, since nothing would check it.
 
 use std::any::Any;
 use std::num::NonZeroUsize;

@@ -174,6 +174,7 @@ conformance!(
     an_append_waits_for_a_slower_writer_holding_the_append_lock,
     appends_queued_together_each_get_their_own_result,
     pipelines_on_one_store_load_what_the_log_says,
+    a_refusal_decided_on_a_kept_state_is_decided_again_on_the_log,
     a_long_stream_is_read_and_loaded_in_pages,
 );
 
@@ -1518,6 +1519,86 @@ async fn pipelines_on_one_store_load_what_the_log_says(t: &TestDb) {
             from_the_log(t, &clock, &stream).await
         );
     }
+}
+
+/// A command's first attempt decides on the state its pipeline kept, without reading the
+/// store: an append then names that version, but a refusal writes nothing that could
+/// conflict, so it must be decided again on the stream as the log has it.
+async fn a_refusal_decided_on_a_kept_state_is_decided_again_on_the_log(t: &TestDb) {
+    use warden_domain::verify::profile::{
+        self, ProfileSettings, SendLimits, SendReserved, VerifyProfile, VerifyProfileCommand,
+        VerifyProfileError,
+    };
+    use warden_domain::verify::values::{Destinations, MicroUsd};
+    let clock = Arc::new(ManualClock::new(t0()));
+    let (one, two) = (
+        Pipeline::new(t.store.clone(), clock.clone()),
+        Pipeline::new(t.store.clone(), clock.clone()),
+    );
+    let profile_id = Uuid::now_v7();
+    let stream = VerifyProfile::stream_id(profile_id);
+    let settings = |countries: &[&str]| {
+        let mut settings = ProfileSettings {
+            name: "Conformance".into(),
+            webhook_url: None,
+            webhook_failover_url: None,
+            language: "en-US".into(),
+            daily_spend_limit: None,
+            daily_spend_limit_enabled: false,
+            sms: Default::default(),
+            call: Default::default(),
+            flashcall: Default::default(),
+        };
+        let countries: Vec<String> = countries.iter().map(|c| (*c).to_owned()).collect();
+        settings.sms.whitelisted_destinations = Destinations::parse("/", &countries).unwrap();
+        settings
+    };
+    let to_britain = || VerifyProfileCommand::ReserveSend {
+        reservation: SendReserved {
+            verification_id: Uuid::now_v7(),
+            channel: VerifyChannel::Sms,
+            phone_digest: Digest("phone-gb".into()),
+            client_digest: None,
+            cost: MicroUsd(0),
+        },
+        country: Some("GB"),
+        limits: SendLimits {
+            per_number: 5,
+            per_profile: 5,
+            per_client: 5,
+        },
+    };
+    let meta = Meta::default();
+    let run = |p: &Pipeline, cmd: VerifyProfileCommand| {
+        let (p, stream, meta) = (p.clone(), stream.clone(), meta.clone());
+        async move {
+            p.execute::<VerifyProfile, VerifyProfileError, _>(&stream, &meta, move |s, ctx| {
+                profile::decide(s, cmd.clone(), ctx)
+            })
+            .await
+        }
+    };
+    let create = VerifyProfileCommand::Create {
+        profile_id,
+        organization_id: Uuid::now_v7(),
+        settings: settings(&["US"]),
+    };
+    run(&one, create).await.expect("created");
+    assert!(
+        run(&one, to_britain()).await.is_err(),
+        "Britain is not on the allowlist yet"
+    );
+    let update = VerifyProfileCommand::Update {
+        settings: settings(&["US", "GB"]),
+    };
+    run(&two, update)
+        .await
+        .expect("the other instance allows Britain");
+    // `one` still keeps version 1, where Britain is refused.
+    let reserved = run(&one, to_britain())
+        .await
+        .expect("decided again on the log: Britain is allowed");
+    assert_eq!(reserved.events.first().map(|e| e.version), Some(3));
 }
 
 async fn a_long_stream_is_read_and_loaded_in_pages(t: &TestDb) {

@@ -60,13 +60,6 @@ fn spaced(code: &str) -> String {
 
 impl VerifyCommands {
     pub async fn send(&self, cmd: SendVerification, meta: &Meta) -> Result<SentVerification> {
-        let first = self
-            .visible_profile(cmd.organization_id, cmd.profile_id)
-            .await?;
-        let Some(settings) = first.state.settings.clone() else {
-            return Err(domain(profile::VerifyProfileError::NotFound));
-        };
-        let channel_settings = settings.channel(cmd.channel).clone();
         let verification_id = Uuid::now_v7();
         let phone_digest = self.phone_digest(cmd.phone.as_str());
         let reservation = SendReserved {
@@ -86,7 +79,35 @@ impl VerifyCommands {
             limits: self.config.limits,
         };
         // Refuse early, before a data key is made for a number that gets nothing.
-        profile::decide(&first.state, reserve(), &self.pipeline.ctx()).map_err(domain)?;
+        let refusal = |loaded: &Loaded<VerifyProfile>| -> Result<()> {
+            if !loaded.state.visible_to(cmd.organization_id) || loaded.state.settings.is_none() {
+                return Err(domain(profile::VerifyProfileError::NotFound));
+            }
+            profile::decide(&loaded.state, reserve(), &self.pipeline.ctx())
+                .map(|_| ())
+                .map_err(domain)
+        };
+        let profile_stream = VerifyProfile::stream_id(cmd.profile_id);
+        // The profile as this process kept it: the commit below names its version, so a
+        // stale one conflicts and is loaded. A refusal is only given from a loaded one.
+        let (mut first, checked) = self
+            .pipeline
+            .recall::<VerifyProfile, VerifyError>(&profile_stream)
+            .await?;
+        if let Err(refused) = refusal(&first) {
+            if checked {
+                return Err(refused);
+            }
+            first = self
+                .pipeline
+                .load::<VerifyProfile, VerifyError>(&profile_stream)
+                .await?;
+            refusal(&first)?;
+        }
+        let Some(settings) = first.state.settings.clone() else {
+            return Err(domain(profile::VerifyProfileError::NotFound));
+        };
+        let channel_settings = settings.channel(cmd.channel).clone();
 
         let code = match &cmd.custom_code {
             Some(custom) => Zeroizing::new(custom.expose().to_owned()),
@@ -105,7 +126,6 @@ impl VerifyCommands {
             .unwrap_or(channel_settings.default_verification_timeout_secs)
             .get();
 
-        let profile_stream = VerifyProfile::stream_id(cmd.profile_id);
         let stream = Verification::stream_id(verification_id);
         let mut position = None;
         // The new verification as committed: what recording its delivery decides on.
