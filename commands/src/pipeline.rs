@@ -328,14 +328,12 @@ impl Pipeline {
             may_recall = false;
             let ctx = self.ctx();
             let decided = decide(&loaded.state, &ctx, Plan::new(), loaded.version);
-            let (events, mut plan, extra) = match decided {
-                Ok((events, plan, extra)) if checked || !events.is_empty() => (events, plan, extra),
+            if !checked && !matches!(&decided, Ok((events, _, _)) if !events.is_empty()) {
                 // Decided on a state that may be stale, with nothing to check it: again, on
                 // the stream as it is.
-                _ if !checked => continue,
-                Err(e) => return Err(e),
-                Ok(decided) => decided,
-            };
+                continue;
+            }
+            let (events, mut plan, extra) = decided?;
             plan.push::<A>(stream_id, loaded.version, &events)?;
             match self.commit(plan, meta, ctx.now).await {
                 Ok((recorded, position)) => {

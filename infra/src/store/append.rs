@@ -96,7 +96,7 @@ impl SqlEventStore {
                 stream_id,
                 expected,
             } => {
-                let actual = self.current_version(&stream_id).await?;
+                let actual = self.stream_version(&stream_id).await?;
                 Err(StoreError::VersionConflict {
                     stream_id,
                     expected,
@@ -127,16 +127,6 @@ impl SqlEventStore {
             events,
             last_position: position,
         })
-    }
-
-    /// A stream's version right now (0 when it has no events).
-    async fn current_version(&self, stream_id: &str) -> Result<i64, StoreError> {
-        sqlx::query("SELECT COALESCE(MAX(version), 0) AS version FROM events WHERE stream_id = $1")
-            .bind(stream_id)
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|row| row.try_get::<i64, _>("version"))
-            .map_err(db_error)
     }
 }
 
