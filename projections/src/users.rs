@@ -1,17 +1,28 @@
 //! `users`: who belongs to which organization, with their (unsealed) profile — the model
 //! behind `GET /v2/users/me` and, later, the member list.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
-use sqlx::{AnyConnection, AnyPool, FromRow};
+use sqlx::{AnyConnection, AnyPool, FromRow, Row};
 use warden_commands::Secrets;
 use warden_domain::chain::format_time;
 use warden_domain::user::UserEvent;
 use warden_domain::RecordedEvent;
 
+use crate::sql::{rows, rows_in, ROWS_PER_STATEMENT};
 use crate::{open_text, ProjectionError, Projector};
+
+/// The columns of a [`UserRow`].
+macro_rules! select_columns {
+    () => {
+        "SELECT user_id, organization_id, role, email, first_name, last_name, phone_number, \
+     status, created_at, updated_at, last_sign_in_at, two_factor_enabled, two_factor_method, \
+     backup_codes_remaining, two_factor_phone, two_factor_failures"
+    };
+}
 
 pub struct UsersProjector {
     secrets: Arc<dyn Secrets>,
@@ -61,211 +72,327 @@ impl Projector for UsersProjector {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if event.stream_type != "user" {
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// The rows the batch touches are read in one statement, every event is folded into
+    /// them in memory, and the changed ones are written back in one multi-row upsert: a
+    /// user's events are otherwise one `UPDATE` each, one round trip per event in a rebuild.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut changes = Vec::new();
+        for event in events.iter().filter(|e| e.stream_type == "user") {
+            let e: UserEvent = event
+                .decode()
+                .map_err(|e| ProjectionError::decode(event, e))?;
+            if changes_row(&e) {
+                changes.push((event, e));
+            }
+        }
+        if changes.is_empty() {
             return Ok(());
         }
-        let user_id = event.stream_id.trim_start_matches("user-").to_owned();
+        let mut ids: Vec<String> = changes.iter().map(|(event, _)| user_id(event)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut rows = Rows::load(conn, &ids).await?;
+        for (event, e) in changes {
+            rows.apply(self.secrets.as_ref(), event, e).await?;
+        }
+        rows.write(conn).await
+    }
+}
+
+fn user_id(event: &RecordedEvent) -> String {
+    event.stream_id.trim_start_matches("user-").to_owned()
+}
+
+/// Whether the event changes the user's row (the others are left out before the rows are
+/// read).
+fn changes_row(e: &UserEvent) -> bool {
+    match e {
+        UserEvent::ProfileUpdated {
+            first_name,
+            last_name,
+            phone_number,
+        } => first_name.is_some() || last_name.is_some() || phone_number.is_some(),
+        UserEvent::Registered { .. }
+        | UserEvent::SessionStarted { .. }
+        | UserEvent::EmailChanged { .. }
+        | UserEvent::TwoFactorEnrollmentStarted(_)
+        | UserEvent::TwoFactorEnabled(_)
+        | UserEvent::TwoFactorMethodChanged(_)
+        | UserEvent::BackupCodesRegenerated { .. }
+        | UserEvent::BackupCodeConsumed { .. }
+        | UserEvent::TwoFactorDisabled { .. }
+        | UserEvent::TwoFactorReset { .. }
+        | UserEvent::TwoFactorChallengeFailed { .. }
+        | UserEvent::TwoFactorStepUpFailed { .. }
+        | UserEvent::TwoFactorChallengePassed(_)
+        | UserEvent::TwoFactorUnblocked {}
+        | UserEvent::Disabled {}
+        | UserEvent::Enabled {}
+        | UserEvent::Removed {}
+        | UserEvent::Forgotten {} => true,
+        UserEvent::PasswordChanged { .. }
+        | UserEvent::SignInFailed { .. }
+        | UserEvent::SessionEnded { .. }
+        | UserEvent::TwoFactorCodeSent(_)
+        | UserEvent::TwoFactorEnrollmentFailed { .. }
+        | UserEvent::TwoFactorChallengeStarted { .. }
+        | UserEvent::BackupCodesLow { .. }
+        | UserEvent::ApiKeyCreated { .. }
+        | UserEvent::ApiKeyRotated { .. }
+        | UserEvent::ApiKeyRevoked { .. }
+        | UserEvent::RecoveryCodeSent(_)
+        | UserEvent::EmailCodeSent(_) => false,
+    }
+}
+
+/// A stored row of `users`: what queries see, plus the number an enrollment is waiting to
+/// confirm.
+#[derive(Debug, Clone)]
+struct Stored {
+    row: UserRow,
+    pending_phone: Option<String>,
+}
+
+/// A batch's rows, by user id (`None`: no such user yet), and which of them changed.
+#[derive(Default)]
+struct Rows {
+    by_id: HashMap<String, Option<Stored>>,
+    changed: BTreeSet<String>,
+}
+
+impl Rows {
+    async fn load(conn: &mut AnyConnection, ids: &[String]) -> Result<Self, ProjectionError> {
+        let mut by_id: HashMap<String, Option<Stored>> =
+            ids.iter().map(|id| (id.clone(), None)).collect();
+        let select = concat!(
+            select_columns!(),
+            ", two_factor_pending_phone FROM users WHERE user_id"
+        );
+        for row in rows_in(conn, select, ids).await? {
+            let stored = Stored {
+                row: UserRow::from_row(&row)?,
+                pending_phone: row.try_get("two_factor_pending_phone")?,
+            };
+            by_id.insert(stored.row.user_id.clone(), Some(stored));
+        }
+        Ok(Self {
+            by_id,
+            changed: BTreeSet::new(),
+        })
+    }
+
+    /// Folds one event into its user's row, as the statement it stands for would change
+    /// it: an event for a user with no row changes nothing.
+    async fn apply(
+        &mut self,
+        secrets: &dyn Secrets,
+        event: &RecordedEvent,
+        e: UserEvent,
+    ) -> Result<(), ProjectionError> {
+        let id = user_id(event);
         let at = format_time(event.recorded_at);
-        let secrets = self.secrets.as_ref();
-        let e: UserEvent = event
-            .decode()
-            .map_err(|e| ProjectionError::decode(event, e))?;
+        let slot = self.by_id.entry(id.clone()).or_default();
+        if let UserEvent::Registered {
+            organization_id,
+            role,
+            email,
+            first_name,
+            last_name,
+            ..
+        } = e
+        {
+            if slot.is_some() {
+                return Err(ProjectionError::decode(
+                    event,
+                    "the user is already registered",
+                ));
+            }
+            let role = serde_json::to_value(role)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            *slot = Some(Stored {
+                row: UserRow {
+                    user_id: id.clone(),
+                    organization_id: organization_id.to_string(),
+                    role,
+                    email: open_text(secrets, &email).await?,
+                    first_name: open_text(secrets, &first_name).await?,
+                    last_name: open_text(secrets, &last_name).await?,
+                    phone_number: None,
+                    status: "enabled".into(),
+                    created_at: at.clone(),
+                    updated_at: at,
+                    last_sign_in_at: None,
+                    two_factor_enabled: 0,
+                    two_factor_method: None,
+                    backup_codes_remaining: 0,
+                    two_factor_phone: None,
+                    two_factor_failures: 0,
+                },
+                pending_phone: None,
+            });
+            self.changed.insert(id);
+            return Ok(());
+        }
+        let Some(user) = slot.as_mut() else {
+            return Ok(());
+        };
+        let row = &mut user.row;
         match e {
-            UserEvent::Registered {
-                organization_id,
-                role,
-                email,
-                first_name,
-                last_name,
-                ..
-            } => {
-                let role = serde_json::to_value(role)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                sqlx::query(
-                    "INSERT INTO users (user_id, organization_id, role, email, first_name, last_name, \
-                     phone_number, status, created_at, updated_at, last_sign_in_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, NULL, 'enabled', $7, $7, NULL)",
-                )
-                .bind(&user_id)
-                .bind(organization_id.to_string())
-                .bind(role)
-                .bind(open_text(secrets, &email).await?)
-                .bind(open_text(secrets, &first_name).await?)
-                .bind(open_text(secrets, &last_name).await?)
-                .bind(&at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            UserEvent::SessionStarted { .. } => {
-                sqlx::query("UPDATE users SET last_sign_in_at = $2 WHERE user_id = $1")
-                    .bind(&user_id)
-                    .bind(&at)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            UserEvent::SessionStarted { .. } => row.last_sign_in_at = Some(at),
             UserEvent::ProfileUpdated {
                 first_name,
                 last_name,
                 phone_number,
             } => {
                 for (column, value) in [
-                    ("first_name", first_name),
-                    ("last_name", last_name),
-                    ("phone_number", phone_number),
+                    (&mut row.first_name, first_name),
+                    (&mut row.last_name, last_name),
+                    (&mut row.phone_number, phone_number),
                 ] {
                     if let Some(sealed) = value {
-                        sqlx::query(&format!(
-                            "UPDATE users SET {column} = $2, updated_at = $3 WHERE user_id = $1"
-                        ))
-                        .bind(&user_id)
-                        .bind(open_text(secrets, &sealed).await?)
-                        .bind(&at)
-                        .execute(&mut *conn)
-                        .await?;
+                        *column = open_text(secrets, &sealed).await?;
+                        row.updated_at.clone_from(&at);
                     }
                 }
             }
             UserEvent::EmailChanged { email } => {
-                sqlx::query("UPDATE users SET email = $2, updated_at = $3 WHERE user_id = $1")
-                    .bind(&user_id)
-                    .bind(open_text(secrets, &email).await?)
-                    .bind(&at)
-                    .execute(&mut *conn)
-                    .await?;
+                row.email = open_text(secrets, &email).await?;
+                row.updated_at = at;
             }
             UserEvent::TwoFactorEnrollmentStarted(e) => {
-                let pending = match &e.phone_number {
+                user.pending_phone = match &e.phone_number {
                     Some(sealed) => open_text(secrets, sealed).await?.map(|p| mask_phone(&p)),
                     None => None,
                 };
-                sqlx::query("UPDATE users SET two_factor_pending_phone = $2 WHERE user_id = $1")
-                    .bind(&user_id)
-                    .bind(pending)
-                    .execute(&mut *conn)
-                    .await?;
             }
             UserEvent::TwoFactorEnabled(e) => {
-                sqlx::query(
-                    "UPDATE users SET two_factor_enabled = 1, two_factor_method = $2, \
-                     two_factor_phone = two_factor_pending_phone, two_factor_pending_phone = NULL, \
-                     backup_codes_remaining = $3, updated_at = $4 WHERE user_id = $1",
-                )
-                .bind(&user_id)
-                .bind(method_name(e.method))
-                .bind(i64::from(e.backup_code_count))
-                .bind(&at)
-                .execute(&mut *conn)
-                .await?;
+                row.two_factor_enabled = 1;
+                row.two_factor_method = Some(method_name(e.method).to_owned());
+                row.two_factor_phone = user.pending_phone.take();
+                row.backup_codes_remaining = i64::from(e.backup_code_count);
+                row.updated_at = at;
             }
             UserEvent::TwoFactorMethodChanged(e) => {
-                sqlx::query(
-                    "UPDATE users SET two_factor_method = $2, two_factor_phone = two_factor_pending_phone, \
-                     two_factor_pending_phone = NULL, updated_at = $3 WHERE user_id = $1",
-                )
-                .bind(&user_id)
-                .bind(method_name(e.method))
-                .bind(&at)
-                .execute(&mut *conn)
-                .await?;
+                row.two_factor_method = Some(method_name(e.method).to_owned());
+                row.two_factor_phone = user.pending_phone.take();
+                row.updated_at = at;
             }
             UserEvent::BackupCodesRegenerated {
                 backup_code_count: remaining,
                 ..
             }
             | UserEvent::BackupCodeConsumed { remaining, .. } => {
-                sqlx::query("UPDATE users SET backup_codes_remaining = $2, updated_at = $3 WHERE user_id = $1")
-                    .bind(&user_id)
-                    .bind(i64::from(remaining))
-                    .bind(&at)
-                    .execute(&mut *conn)
-                    .await?;
+                row.backup_codes_remaining = i64::from(remaining);
+                row.updated_at = at;
             }
-            UserEvent::TwoFactorDisabled { .. } => {
-                sqlx::query(
-                    "UPDATE users SET two_factor_enabled = 0, two_factor_method = NULL, two_factor_phone = NULL, \
-                     two_factor_pending_phone = NULL, backup_codes_remaining = 0, updated_at = $2 WHERE user_id = $1",
-                )
-                .bind(&user_id)
-                .bind(&at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            UserEvent::TwoFactorReset { .. } => {
-                sqlx::query(
-                    "UPDATE users SET two_factor_enabled = 0, two_factor_method = NULL, two_factor_phone = NULL, \
-                     two_factor_pending_phone = NULL, backup_codes_remaining = 0, two_factor_failures = 0, \
-                     updated_at = $2 WHERE user_id = $1",
-                )
-                .bind(&user_id)
-                .bind(&at)
-                .execute(&mut *conn)
-                .await?;
+            UserEvent::TwoFactorDisabled { .. } | UserEvent::TwoFactorReset { .. } => {
+                if matches!(e, UserEvent::TwoFactorReset { .. }) {
+                    row.two_factor_failures = 0;
+                }
+                row.two_factor_enabled = 0;
+                row.two_factor_method = None;
+                row.two_factor_phone = None;
+                user.pending_phone = None;
+                row.backup_codes_remaining = 0;
+                row.updated_at = at;
             }
             // The same count the aggregate keeps: wrong second factors since the last right one.
             UserEvent::TwoFactorChallengeFailed { .. }
-            | UserEvent::TwoFactorStepUpFailed { .. } => {
-                sqlx::query(
-                    "UPDATE users SET two_factor_failures = two_factor_failures + 1 WHERE user_id = $1",
-                )
-                .bind(&user_id)
-                .execute(&mut *conn)
-                .await?;
-            }
+            | UserEvent::TwoFactorStepUpFailed { .. } => row.two_factor_failures += 1,
             UserEvent::TwoFactorChallengePassed(_) | UserEvent::TwoFactorUnblocked {} => {
-                sqlx::query("UPDATE users SET two_factor_failures = 0 WHERE user_id = $1")
-                    .bind(&user_id)
-                    .execute(&mut *conn)
-                    .await?;
+                row.two_factor_failures = 0;
             }
             UserEvent::Disabled {} | UserEvent::Enabled {} | UserEvent::Removed {} => {
-                let status = match e {
+                row.status = match e {
                     UserEvent::Disabled {} => "disabled",
                     UserEvent::Enabled {} => "enabled",
                     _ => "removed",
-                };
-                sqlx::query("UPDATE users SET status = $2, updated_at = $3 WHERE user_id = $1")
-                    .bind(&user_id)
-                    .bind(status)
-                    .bind(&at)
-                    .execute(&mut *conn)
-                    .await?;
+                }
+                .into();
+                row.updated_at = at;
             }
             // Their data key is gone: a rebuild opens nothing of theirs, and the live row
             // drops it all now, so both agree.
             UserEvent::Forgotten {} => {
-                sqlx::query(
-                    "UPDATE users SET status = 'removed', email = NULL, first_name = NULL, last_name = NULL, \
-                     phone_number = NULL, two_factor_phone = NULL, two_factor_pending_phone = NULL, \
-                     updated_at = $2 WHERE user_id = $1",
-                )
-                .bind(&user_id)
-                .bind(&at)
-                .execute(&mut *conn)
-                .await?;
+                row.status = "removed".into();
+                row.email = None;
+                row.first_name = None;
+                row.last_name = None;
+                row.phone_number = None;
+                row.two_factor_phone = None;
+                user.pending_phone = None;
+                row.updated_at = at;
             }
-            UserEvent::PasswordChanged { .. }
-            | UserEvent::SignInFailed { .. }
-            | UserEvent::SessionEnded { .. }
-            | UserEvent::TwoFactorCodeSent(_)
-            | UserEvent::TwoFactorEnrollmentFailed { .. }
-            | UserEvent::TwoFactorChallengeStarted { .. }
-            | UserEvent::BackupCodesLow { .. }
-            | UserEvent::ApiKeyCreated { .. }
-            | UserEvent::ApiKeyRotated { .. }
-            | UserEvent::ApiKeyRevoked { .. }
-            | UserEvent::RecoveryCodeSent(_)
-            | UserEvent::EmailCodeSent(_) => {}
+            _ => return Ok(()),
+        }
+        self.changed.insert(id);
+        Ok(())
+    }
+
+    /// Writes the changed rows, whole, in multi-row upserts.
+    async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        const WIDTH: usize = 17;
+        let changed: Vec<&Stored> = self
+            .changed
+            .iter()
+            .filter_map(|id| self.by_id.get(id).and_then(Option::as_ref))
+            .collect();
+        for chunk in changed.chunks(ROWS_PER_STATEMENT * 16 / WIDTH) {
+            let sql = format!(
+                "INSERT INTO users (user_id, organization_id, role, email, first_name, last_name, \
+                 phone_number, status, created_at, updated_at, last_sign_in_at, \
+                 two_factor_enabled, two_factor_method, backup_codes_remaining, two_factor_phone, \
+                 two_factor_failures, two_factor_pending_phone) VALUES {} \
+                 ON CONFLICT (user_id) DO UPDATE SET organization_id = excluded.organization_id, \
+                 role = excluded.role, email = excluded.email, first_name = excluded.first_name, \
+                 last_name = excluded.last_name, phone_number = excluded.phone_number, \
+                 status = excluded.status, created_at = excluded.created_at, \
+                 updated_at = excluded.updated_at, last_sign_in_at = excluded.last_sign_in_at, \
+                 two_factor_enabled = excluded.two_factor_enabled, \
+                 two_factor_method = excluded.two_factor_method, \
+                 backup_codes_remaining = excluded.backup_codes_remaining, \
+                 two_factor_phone = excluded.two_factor_phone, \
+                 two_factor_failures = excluded.two_factor_failures, \
+                 two_factor_pending_phone = excluded.two_factor_pending_phone",
+                rows(chunk.len(), WIDTH)
+            );
+            let mut query = sqlx::query(&sql);
+            for Stored { row, pending_phone } in chunk {
+                query = query
+                    .bind(row.user_id.as_str())
+                    .bind(row.organization_id.as_str())
+                    .bind(row.role.as_str())
+                    .bind(row.email.as_deref())
+                    .bind(row.first_name.as_deref())
+                    .bind(row.last_name.as_deref())
+                    .bind(row.phone_number.as_deref())
+                    .bind(row.status.as_str())
+                    .bind(row.created_at.as_str())
+                    .bind(row.updated_at.as_str())
+                    .bind(row.last_sign_in_at.as_deref())
+                    .bind(row.two_factor_enabled)
+                    .bind(row.two_factor_method.as_deref())
+                    .bind(row.backup_codes_remaining)
+                    .bind(row.two_factor_phone.as_deref())
+                    .bind(row.two_factor_failures)
+                    .bind(pending_phone.as_deref());
+            }
+            query.execute(&mut *conn).await?;
         }
         Ok(())
     }
 }
 
-const SELECT: &str =
-    "SELECT user_id, organization_id, role, email, first_name, last_name, phone_number, \
-     status, created_at, updated_at, last_sign_in_at, two_factor_enabled, two_factor_method, \
-     backup_codes_remaining, two_factor_phone, two_factor_failures FROM users";
+const SELECT: &str = concat!(select_columns!(), " FROM users");
 
 pub async fn get(pool: &AnyPool, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as::<_, UserRow>(&format!("{SELECT} WHERE user_id = $1"))
