@@ -359,11 +359,15 @@ impl Batch {
             query.execute(&mut *conn).await?;
         }
 
+        // A plain INSERT: each event is applied once (its checkpoint moves in the same
+        // transaction), and `ON CONFLICT DO NOTHING` made Postgres insert every row
+        // speculatively, twice the cost of a rebuild's 100k entries (450 against 240 ms in
+        // `psql`). A second entry for one event would be a broken invariant, and fails.
         for chunk in self.entries.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO audit_events (event_id, global_position, organization_id, \
                  created_at, change_type, resource_id, alternate_resource_id, user_id, \
-                 change_made_by, changes) VALUES {} ON CONFLICT (event_id) DO NOTHING",
+                 change_made_by, changes) VALUES {}",
                 rows(chunk.len(), 10)
             );
             let mut query = sqlx::query(&sql);
