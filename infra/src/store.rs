@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyPool, PgPool, Row, Transaction};
 use warden_commands::store::{
     AppendOutcome, AppendRequest, EventStore, IdempotencyAbandon, IdempotencyBegin, IdempotencyKey,
     IdempotencyLease, SavedResponse, Snapshot, StoreError,
@@ -22,7 +22,7 @@ use warden_domain::RecordedEvent;
 
 use crate::db::{Backend, Database, WriteGate};
 use errors::db_error;
-use rows::{EventRow, EVENT_COLUMNS};
+use rows::{EventRow, EventRowSource, EVENT_COLUMNS};
 
 /// The event store on Postgres (production).
 #[derive(Debug, Clone)]
@@ -39,8 +39,16 @@ impl PostgresEventStore {
                 backend: Backend::Postgres,
                 group: Some(Arc::default()),
                 writes: WriteGate::default(),
+                log_reads: None,
             },
         }
+    }
+
+    /// Reads the log in order through `pool`, sqlx's own Postgres driver on the same
+    /// database (see [`Database::log_reads`]).
+    pub fn with_log_reads(mut self, pool: PgPool) -> Self {
+        self.core.log_reads = Some(pool);
+        self
     }
 }
 
@@ -61,6 +69,7 @@ impl SqliteEventStore {
                 // appends that arrive together share one write lock and one fsync.
                 group: Some(Arc::default()),
                 writes: WriteGate::queued(),
+                log_reads: None,
             },
         }
     }
@@ -75,7 +84,13 @@ impl SqliteEventStore {
 /// The event store for whichever backend `db` talks to.
 pub fn open_store(db: &Database) -> Arc<dyn EventStore> {
     match db.backend {
-        Backend::Postgres => Arc::new(PostgresEventStore::new(db.pool.clone())),
+        Backend::Postgres => {
+            let store = PostgresEventStore::new(db.pool.clone());
+            Arc::new(match &db.log_reads {
+                Some(pool) => store.with_log_reads(pool.clone()),
+                None => store,
+            })
+        }
         Backend::Sqlite => {
             Arc::new(SqliteEventStore::new(db.pool.clone()).with_write_gate(db.writes.clone()))
         }
@@ -93,10 +108,12 @@ struct SqlEventStore {
     group: Option<Arc<group::GroupCommit>>,
     /// Where this process's writers queue (SQLite).
     writes: WriteGate,
+    /// Where `read_all` reads, if not through `pool` (Postgres).
+    log_reads: Option<PgPool>,
 }
 
 /// Rows of the events table as recorded events.
-fn recorded(rows: &[sqlx::any::AnyRow]) -> Result<Vec<RecordedEvent>, StoreError> {
+fn recorded<R: EventRowSource>(rows: &[R]) -> Result<Vec<RecordedEvent>, StoreError> {
     rows.iter()
         .map(|row| EventRow::decode(row)?.into_recorded())
         .collect()
@@ -217,6 +234,15 @@ impl SqlEventStore {
             "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > $1 \
              ORDER BY global_position LIMIT $2"
         );
+        if let Some(pool) = &self.log_reads {
+            let rows = sqlx::query(&sql)
+                .bind(after)
+                .bind(limit.max(0))
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?;
+            return recorded(&rows);
+        }
         let rows = sqlx::query(&sql)
             .bind(after)
             .bind(limit.max(0))

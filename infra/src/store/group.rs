@@ -51,6 +51,7 @@ impl SqlEventStore {
                 backend: self.backend,
                 group: None,
                 writes: self.writes.clone(),
+                log_reads: None,
             };
             tokio::spawn(committer.commit_loop(receiver));
             sender

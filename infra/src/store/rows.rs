@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
+use sqlx::postgres::PgRow;
 use sqlx::Row;
 use uuid::Uuid;
 use warden_commands::store::StoreError;
@@ -22,26 +23,53 @@ pub(super) struct EventRow {
     pub raw: RawEvent,
 }
 
+/// A row `events` rows can be read from: the `Any` driver's, or the Postgres driver's
+/// (for the log read in order, see `Database::log_reads`).
+pub(super) trait EventRowSource {
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
+    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
+}
+
+impl EventRowSource for AnyRow {
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+        self.try_get(column)
+    }
+}
+
+impl EventRowSource for PgRow {
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+        self.try_get(column)
+    }
+}
+
 impl EventRow {
-    pub fn decode(row: &AnyRow) -> Result<Self, StoreError> {
-        let global_position: i64 = row.try_get("global_position").map_err(db_error)?;
-        let schema_version: i64 = row.try_get("schema_version").map_err(db_error)?;
+    pub fn decode(row: &impl EventRowSource) -> Result<Self, StoreError> {
+        let global_position = row.int("global_position").map_err(db_error)?;
+        let schema_version = row.int("schema_version").map_err(db_error)?;
         let schema_version = i32::try_from(schema_version)
             .map_err(|_| corrupt(global_position, "schema_version is out of range"))?;
         Ok(Self {
             global_position,
             raw: RawEvent {
-                event_id: row.try_get("event_id").map_err(db_error)?,
-                stream_id: row.try_get("stream_id").map_err(db_error)?,
-                stream_type: row.try_get("stream_type").map_err(db_error)?,
-                version: row.try_get("version").map_err(db_error)?,
-                event_type: row.try_get("event_type").map_err(db_error)?,
+                event_id: row.text("event_id").map_err(db_error)?,
+                stream_id: row.text("stream_id").map_err(db_error)?,
+                stream_type: row.text("stream_type").map_err(db_error)?,
+                version: row.int("version").map_err(db_error)?,
+                event_type: row.text("event_type").map_err(db_error)?,
                 schema_version,
-                recorded_at: row.try_get("recorded_at").map_err(db_error)?,
-                payload: row.try_get("payload").map_err(db_error)?,
-                metadata: row.try_get("metadata").map_err(db_error)?,
-                prev_hash: row.try_get("prev_hash").map_err(db_error)?,
-                hash: row.try_get("hash").map_err(db_error)?,
+                recorded_at: row.text("recorded_at").map_err(db_error)?,
+                payload: row.text("payload").map_err(db_error)?,
+                metadata: row.text("metadata").map_err(db_error)?,
+                prev_hash: row.text("prev_hash").map_err(db_error)?,
+                hash: row.text("hash").map_err(db_error)?,
             },
         })
     }
