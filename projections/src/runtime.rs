@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::{watch, Notify};
-use warden_commands::EventStore;
+use warden_commands::{EventStore, StoreError};
 use warden_domain::RecordedEvent;
 
 const BATCH: i64 = 500;
@@ -616,19 +616,15 @@ impl Replay<'_> {
         if self.at >= until {
             return Ok(());
         }
-        let mut next = Prefetch::start(store, self.at);
+        let mut ahead = ReadAhead::start(store, self.at);
         loop {
-            let mut events = next.events().await?;
+            let mut events = ahead.next().await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
                 return Ok(());
             };
             let done = last >= until;
             if done {
                 events.truncate(events.partition_point(|e| e.global_position <= until));
-            } else {
-                // The next batch is read (and decoded) on another connection while this
-                // one is applied: the log is immutable, and reading is a third of the work.
-                next = Prefetch::start(store, last);
             }
             if let Some(last) = events.last().map(|e| e.global_position) {
                 // Projector by projector, as a live pass applies a batch (each owns its
@@ -647,25 +643,90 @@ impl Replay<'_> {
     }
 }
 
-/// A read of the next rebuild batch, running in the background; dropped, it is cancelled.
-struct Prefetch(tokio::task::JoinHandle<Result<Vec<RecordedEvent>, warden_commands::StoreError>>);
+/// Batches a rebuild reads ahead of the one being applied.
+const READ_AHEAD: usize = 3;
 
-impl Prefetch {
+/// A read of up to a batch of the log after a position, in the background.
+type ReadFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send>,
+>;
+
+/// Starts the read of the batch after a position.
+type ReadBatch = Arc<dyn Fn(i64) -> ReadFuture + Send + Sync>;
+
+/// The next rebuild batches, read (and decoded) in the background on other connections
+/// while one is applied: the log is immutable, and reading it is a third of a rebuild's
+/// work. Positions are gapless, so the batch after one ending at `p` starts at `p + 1` and
+/// several can be read at once. A batch that does not end where a full batch of a gapless
+/// log would (a short batch at the head of the log) drops the reads queued after it, and
+/// reading starts over from where the log was actually read to: a read queued past a gap
+/// would apply events twice, one queued past the head would miss those appended since.
+struct ReadAhead {
+    read: ReadBatch,
+    batch: i64,
+    queued: std::collections::VecDeque<(i64, Prefetch)>,
+    /// Where the next batch to queue starts (after this position).
+    next_after: i64,
+}
+
+impl ReadAhead {
     fn start(store: &Arc<dyn EventStore>, after: i64) -> Self {
         let store = Arc::clone(store);
-        Self(tokio::spawn(async move {
-            store.read_all(after, REBUILD_BATCH).await
-        }))
+        let read: ReadBatch = Arc::new(move |after| {
+            let store = Arc::clone(&store);
+            Box::pin(async move { store.read_all(after, REBUILD_BATCH).await })
+        });
+        Self::with_reader(read, REBUILD_BATCH, after)
     }
 
+    fn with_reader(read: ReadBatch, batch: i64, after: i64) -> Self {
+        let mut ahead = Self {
+            read,
+            batch,
+            queued: std::collections::VecDeque::with_capacity(READ_AHEAD),
+            next_after: after,
+        };
+        ahead.fill();
+        ahead
+    }
+
+    fn fill(&mut self) {
+        while self.queued.len() < READ_AHEAD {
+            let read = Prefetch(tokio::spawn((self.read)(self.next_after)));
+            self.queued.push_back((self.next_after, read));
+            self.next_after += self.batch;
+        }
+    }
+
+    /// The next batch in log order (empty at the end of the log).
+    async fn next(&mut self) -> Result<Vec<RecordedEvent>, ProjectionError> {
+        let Some((after, mut read)) = self.queued.pop_front() else {
+            return Ok(Vec::new());
+        };
+        let events = read.events().await?;
+        match events.last().map(|e| e.global_position) {
+            Some(last) if last == after + self.batch => self.fill(),
+            Some(last) => {
+                self.queued.clear();
+                self.next_after = last;
+                self.fill();
+            }
+            None => self.queued.clear(),
+        }
+        Ok(events)
+    }
+}
+
+/// A read of a rebuild batch, running in the background; dropped, it is cancelled.
+struct Prefetch(tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>>);
+
+impl Prefetch {
     async fn events(&mut self) -> Result<Vec<RecordedEvent>, ProjectionError> {
         match (&mut self.0).await {
             Ok(read) => Ok(read?),
-            Err(e) => Err(ProjectionError::Store(
-                warden_commands::StoreError::Backend(format!(
-                    "the read of the next batch did not finish: {e}"
-                )),
-            )),
+            Err(e) => Err(ProjectionError::Store(StoreError::Backend(format!(
+                "the read of the next batch did not finish: {e}"
+            )))),
         }
     }
 }
@@ -762,4 +823,73 @@ async fn save_checkpoints(
 
 fn checkpoint_name(projector: &str) -> String {
     format!("projection:{projector}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(global_position: i64) -> RecordedEvent {
+        RecordedEvent {
+            event_id: uuid::Uuid::new_v4(),
+            stream_id: "user-1".into(),
+            stream_type: "user".into(),
+            version: global_position,
+            global_position,
+            event_type: "user.profile_updated".into(),
+            schema_version: 1,
+            recorded_at: chrono::Utc::now(),
+            payload: serde_json::json!({}),
+            metadata: warden_domain::EventMetadata::default(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// Reads batches of ten ahead, from `after`, until the end of `log`: the positions seen.
+    async fn read_through(log: &Arc<Vec<RecordedEvent>>, after: i64) -> Vec<i64> {
+        let log = Arc::clone(log);
+        let read: ReadBatch = Arc::new(move |after| {
+            let log = Arc::clone(&log);
+            Box::pin(async move {
+                Ok(log
+                    .iter()
+                    .filter(|e| e.global_position > after)
+                    .take(10)
+                    .cloned()
+                    .collect())
+            })
+        });
+        let mut ahead = ReadAhead::with_reader(read, 10, after);
+        let mut seen = Vec::new();
+        loop {
+            let batch = ahead.next().await.unwrap();
+            if batch.is_empty() {
+                return seen;
+            }
+            seen.extend(batch.iter().map(|e| e.global_position));
+        }
+    }
+
+    /// Reads queued ahead assume a gapless log. Where a batch does not end where that
+    /// assumes (a gap, or the head of the log), the reads queued after it start over from
+    /// where it ended: every event is read once, in order.
+    #[tokio::test]
+    async fn reading_ahead_reads_each_event_once_across_gaps_and_up_to_the_head() {
+        let log: Arc<Vec<RecordedEvent>> = Arc::new(
+            (1..=95)
+                .filter(|p| ![7, 40, 41].contains(p))
+                .map(event)
+                .collect(),
+        );
+        let all: Vec<i64> = log.iter().map(|e| e.global_position).collect();
+        assert_eq!(read_through(&log, 0).await, all);
+        let after_33: Vec<i64> = all.iter().copied().filter(|p| *p > 33).collect();
+        assert_eq!(read_through(&log, 33).await, after_33);
+        let gapless: Arc<Vec<RecordedEvent>> = Arc::new((1..=60).map(event).collect());
+        assert_eq!(
+            read_through(&gapless, 0).await,
+            (1..=60).collect::<Vec<_>>()
+        );
+    }
 }
