@@ -34,13 +34,7 @@ async fn state_as_of_before_between_and_after_enabling_2fa_and_changing_method()
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let id = r.data()["enrollment_id"].as_str().unwrap().to_owned();
-    let r = app
-        .post(
-            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
-            Some(&token),
-            json!({ "code": sink.last_code() }),
-        )
-        .await;
+    let r = app.confirm_enrollment(&token, &id, &sink.last_code()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     app.clock.advance(Duration::seconds(1));
     let after = app.clock.now();
@@ -293,13 +287,7 @@ async fn audit_events_show_who_changed_what_from_what_to_what_with_secrets_redac
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let id = r.data()["enrollment_id"].as_str().unwrap().to_owned();
-    let r = app
-        .post(
-            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
-            Some(&token),
-            json!({ "code": sink.last_code() }),
-        )
-        .await;
+    let r = app.confirm_enrollment(&token, &id, &sink.last_code()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     // A member who reads the log with an API key of theirs.
     let keys = crate::members::group(&app, &token, "Keys", &["api_keys:manage"]).await;

@@ -110,11 +110,7 @@ async fn a_forgotten_person_is_gone_from_every_table_and_the_stream_but_history_
     assert_eq!(r.status, 201, "{}", r.text);
     let enrollment = r.data()["enrollment_id"].as_str().expect("id").to_owned();
     let r = app
-        .post(
-            &format!("/v2/users/me/two_factor/enrollments/{enrollment}/actions/confirm"),
-            Some(&token),
-            json!({ "code": sink.last_code() }),
-        )
+        .confirm_enrollment(&token, &enrollment, &sink.last_code())
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = app

@@ -206,13 +206,7 @@ async fn a_taken_address_leaves_no_key_behind_and_sms_users_are_offered_codes() 
         )
         .await;
     let id = r.data()["enrollment_id"].as_str().unwrap().to_owned();
-    let r = app
-        .post(
-            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
-            Some(&token),
-            json!({ "code": sink.last_code() }),
-        )
-        .await;
+    let r = app.confirm_enrollment(&token, &id, &sink.last_code()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = app.sign_in_with(&email, PASSWORD).await;
     assert_eq!(r.data()["methods"], json!(["sms", "call", "backup_code"]));

@@ -266,6 +266,16 @@ impl TestApp {
     }
 
     /// `PATCH /v2/users/me` with `body`.
+    /// Confirms a second-factor enrollment with `code`.
+    pub async fn confirm_enrollment(&self, token: &str, enrollment_id: &str, code: &str) -> Reply {
+        self.post(
+            &format!("/v2/users/me/two_factor/enrollments/{enrollment_id}/actions/confirm"),
+            Some(token),
+            json!({ "code": code }),
+        )
+        .await
+    }
+
     pub async fn patch_me(&self, token: &str, body: Value) -> Reply {
         self.request(Method::PATCH, "/v2/users/me", Some(token), Some(body))
             .await
@@ -435,13 +445,7 @@ pub async fn enable_totp(
     let secret = otp::TotpSecret::from_bytes(bytes).expect("secret length");
     let id = r.data()["enrollment_id"].as_str().expect("id").to_owned();
     let code = otp::totp_at(&secret, otp::totp_step(app.clock.now()));
-    let r = app
-        .post(
-            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
-            Some(token),
-            json!({ "code": code }),
-        )
-        .await;
+    let r = app.confirm_enrollment(token, &id, &code).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let codes = r.data()["backup_codes"]
         .as_array()

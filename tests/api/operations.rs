@@ -79,13 +79,7 @@ async fn a_rebuilt_users_model_carries_each_users_events_through_the_batch() {
             assert_eq!(r.status, 201, "{}", r.text);
             if confirm {
                 let id = r.data()["enrollment_id"].as_str().unwrap().to_owned();
-                let r = app
-                    .post(
-                        &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
-                        Some(&token),
-                        json!({ "code": sink.last_code() }),
-                    )
-                    .await;
+                let r = app.confirm_enrollment(&token, &id, &sink.last_code()).await;
                 assert_eq!(r.status, 200, "{}", r.text);
             }
             tokens.push(token);

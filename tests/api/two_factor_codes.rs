@@ -35,13 +35,7 @@ async fn phone_enrolled(
     assert_eq!(code.len(), 6);
     assert!(message["message"].as_str().unwrap().contains(&code[..1]));
     let id = r.data()["enrollment_id"].as_str().unwrap().to_owned();
-    let r = app
-        .post(
-            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
-            Some(&token),
-            json!({ "code": code }),
-        )
-        .await;
+    let r = app.confirm_enrollment(&token, &id, &code).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.data()["method"], method);
     let codes = r.data()["backup_codes"]
@@ -196,13 +190,7 @@ async fn switching_from_totp_to_sms_needs_the_current_factor_and_keeps_backup_co
     .unwrap();
     let id = r.data()["enrollment_id"].as_str().unwrap().to_owned();
     let code = otp::totp_at(&secret, otp::totp_step(app.clock.now()));
-    let r = app
-        .post(
-            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
-            Some(&token),
-            json!({ "code": code }),
-        )
-        .await;
+    let r = app.confirm_enrollment(&token, &id, &code).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let backup: Vec<String> = r.data()["backup_codes"]
         .as_array()
@@ -240,13 +228,7 @@ async fn switching_from_totp_to_sms_needs_the_current_factor_and_keeps_backup_co
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let id = r.data()["enrollment_id"].as_str().unwrap().to_owned();
-    let r = app
-        .post(
-            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
-            Some(&token),
-            json!({ "code": sink.last_code() }),
-        )
-        .await;
+    let r = app.confirm_enrollment(&token, &id, &sink.last_code()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.data()["method"], "sms");
     assert!(
@@ -458,11 +440,7 @@ async fn an_email_code_stands_in_for_the_factor_when_the_phone_number_changes() 
     let sent = sink.all().last().cloned().unwrap();
     assert_eq!(sent["to"], "+13035550199");
     let r = app
-        .post(
-            &format!("/v2/users/me/two_factor/enrollments/{id}/actions/confirm"),
-            Some(&token),
-            json!({ "code": sent["code"] }),
-        )
+        .confirm_enrollment(&token, &id, sent["code"].as_str().unwrap())
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.data()["method"], "call");
