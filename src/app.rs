@@ -25,6 +25,7 @@ use warden_projections::users::UsersProjector;
 use warden_projections::verify::VerifyProjector;
 use warden_projections::webhook_endpoints::WebhookEndpointsProjector;
 use warden_projections::webhooks::VerifyWebhooksProjector;
+use warden_projections::EachEvent;
 use warden_projections::{Projections, Projector};
 
 use crate::api;
@@ -111,9 +112,9 @@ impl Core {
         let store = warden_infra::store::open_store(&db);
         let projectors: Vec<Arc<dyn Projector>> = vec![
             Arc::new(UsersProjector::new(secrets.clone())),
-            Arc::new(SessionsProjector),
-            Arc::new(OrganizationsProjector::new(secrets.clone())),
-            Arc::new(MembersProjector::new(secrets.clone())),
+            Arc::new(EachEvent(SessionsProjector)),
+            Arc::new(EachEvent(OrganizationsProjector::new(secrets.clone()))),
+            Arc::new(EachEvent(MembersProjector::new(secrets.clone()))),
             Arc::new(VerifyProjector::new(secrets.clone())),
             Arc::new(VerifyWebhooksProjector::new(store.clone(), secrets.clone())),
             Arc::new(WebhookEndpointsProjector::default()),

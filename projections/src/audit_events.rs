@@ -43,14 +43,6 @@ impl Projector for AuditEventsProjector {
         &["audit_events", "audit_field_values", "audit_streams"]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// Every entry reads what earlier events left (a stream's organization and owner, a
     /// field's previous value), so the batch keeps those in memory: they are read in a few
     /// statements up front, folded event by event, and written back with the new entries

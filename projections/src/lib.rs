@@ -20,7 +20,7 @@ pub mod verify;
 pub mod webhook_endpoints;
 pub mod webhooks;
 
-pub use runtime::{ProjectionError, Projections, Projector};
+pub use runtime::{EachEvent, EventProjector, ProjectionError, Projections, Projector};
 
 /// Opens a sealed field for a read model; a destroyed key yields `None` (shown as absent).
 pub(crate) async fn open_text(

@@ -13,7 +13,7 @@ use warden_domain::organization::OrganizationEvent;
 use warden_domain::user::UserEvent;
 use warden_domain::RecordedEvent;
 
-use crate::{open_text, ProjectionError, Projector};
+use crate::{open_text, EventProjector, ProjectionError};
 
 pub struct MembersProjector {
     secrets: Arc<dyn Secrets>,
@@ -76,7 +76,7 @@ fn json_ids<'a>(ids: impl IntoIterator<Item = &'a uuid::Uuid>) -> String {
 }
 
 #[async_trait]
-impl Projector for MembersProjector {
+impl EventProjector for MembersProjector {
     fn name(&self) -> &'static str {
         "members"
     }

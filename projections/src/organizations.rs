@@ -11,7 +11,7 @@ use warden_domain::chain::format_time;
 use warden_domain::organization::OrganizationEvent;
 use warden_domain::RecordedEvent;
 
-use crate::{open_text, ProjectionError, Projector};
+use crate::{open_text, EventProjector, ProjectionError};
 
 pub struct OrganizationsProjector {
     secrets: Arc<dyn Secrets>,
@@ -42,7 +42,7 @@ pub struct OrganizationRow {
 }
 
 #[async_trait]
-impl Projector for OrganizationsProjector {
+impl EventProjector for OrganizationsProjector {
     fn name(&self) -> &'static str {
         "organizations"
     }

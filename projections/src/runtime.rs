@@ -58,40 +58,70 @@ enum Pass {
     Full,
 }
 
-/// One read model: a name, the tables it owns, and how each event changes them.
+/// One read model: a name, the tables it owns, and how events change them.
 #[async_trait]
 pub trait Projector: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Tables emptied on rebuild.
     fn tables(&self) -> &'static [&'static str];
-    /// Applies one event inside the caller's transaction. Events it doesn't care about are
-    /// ignored.
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &RecordedEvent,
-    ) -> Result<(), ProjectionError>;
 
-    /// Applies consecutive events, in order, inside the caller's transaction: the same
-    /// result as `apply` on each. A projector whose every event reads what earlier ones
-    /// wrote overrides this to keep that state in memory for the batch and write it in a
-    /// few multi-row statements (rebuilds replay the log in batches of thousands).
+    /// Applies consecutive events, in order, inside the caller's transaction. Events it
+    /// doesn't care about are ignored. A live pass hands over the few events since the
+    /// last one, a rebuild thousands at a time: a projector whose events read what earlier
+    /// ones wrote keeps that state in memory for the batch and writes it in a few
+    /// multi-row statements. One whose events each stand alone is an [`EventProjector`].
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
         events: &[RecordedEvent],
-    ) -> Result<(), ProjectionError> {
-        for event in events {
-            self.apply(conn, event).await?;
-        }
-        Ok(())
-    }
+    ) -> Result<(), ProjectionError>;
 
     /// Whether it queued webhook deliveries since it was last asked. The runner asks after
     /// each commit and wakes the dispatcher if any did, so deliveries go out at once and an
     /// idle dispatcher is not woken by every command.
     fn take_queued_deliveries(&self) -> bool {
         false
+    }
+}
+
+/// A read model whose events each change its tables on their own, in a statement or two,
+/// with nothing kept from one event to the next. [`EachEvent`] makes it a [`Projector`].
+#[async_trait]
+pub trait EventProjector: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Tables emptied on rebuild.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event inside the caller's transaction. Events it doesn't care about
+    /// are ignored.
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// An [`EventProjector`] applying a batch one event at a time.
+pub struct EachEvent<P>(pub P);
+
+#[async_trait]
+impl<P: EventProjector> Projector for EachEvent<P> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        self.0.tables()
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.0.apply(conn, event).await?;
+        }
+        Ok(())
     }
 }
 

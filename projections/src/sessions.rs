@@ -9,7 +9,7 @@ use warden_domain::chain::format_time;
 use warden_domain::user::UserEvent;
 use warden_domain::RecordedEvent;
 
-use crate::{ProjectionError, Projector};
+use crate::{EventProjector, ProjectionError};
 
 pub struct SessionsProjector;
 
@@ -27,7 +27,7 @@ pub struct SessionRow {
 }
 
 #[async_trait]
-impl Projector for SessionsProjector {
+impl EventProjector for SessionsProjector {
     fn name(&self) -> &'static str {
         "sessions"
     }

@@ -67,14 +67,6 @@ impl Projector for UsersProjector {
         &["users"]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// The rows the batch touches are read in one statement, every event is folded into
     /// them in memory, and the changed ones are written back in one multi-row upsert: a
     /// user's events are otherwise one `UPDATE` each, one round trip per event in a rebuild.

@@ -78,14 +78,6 @@ impl Projector for VerifyProjector {
         &["verify_profiles", "verify_templates", "verifications"]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// Every verification event changes one row, so a batch folds its verification events
     /// into the rows they leave behind and writes them in two multi-row statements: one
     /// INSERT of the verifications the batch started, one UPDATE of the others. Profiles

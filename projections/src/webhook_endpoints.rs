@@ -69,14 +69,6 @@ impl Projector for WebhookEndpointsProjector {
         &["webhook_endpoints", "webhook_stream_owners"]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// Every event looks up its stream's organization and that organization's endpoints.
     /// Within a batch the answers are kept, per stream and per organization: only an
     /// endpoint's own event changes an organization's routes (all are dropped after one),

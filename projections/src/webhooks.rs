@@ -271,14 +271,6 @@ impl Projector for VerifyWebhooksProjector {
         &["verify_webhook_targets"]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// A verification's webhook carries its state after the event and goes to its
     /// profile's target. A batch folds the states in memory ([`Self::raised`]), reads the
     /// targets of every profile it needs in one statement, and enqueues its deliveries

@@ -651,10 +651,10 @@ impl warden_projections::Projector for SaysItQueued {
         &[]
     }
 
-    async fn apply(
+    async fn apply_batch(
         &self,
         _conn: &mut sqlx::AnyConnection,
-        _event: &warden_domain::RecordedEvent,
+        _events: &[warden_domain::RecordedEvent],
     ) -> Result<(), warden_projections::ProjectionError> {
         if self.queues {
             self.queued
