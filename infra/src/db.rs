@@ -27,7 +27,8 @@ pub struct Database {
     pub writes: WriteGate,
     /// Postgres only: the same database through sqlx's own Postgres driver, for reads of
     /// the log in order (rebuilds, projection passes, the relay). The `Any` driver copies
-    /// every row it returns into its own form: a third of a rebuild's CPU went to that copy.
+    /// every row it returns into its own form: 13 % of a rebuild's client CPU went to that
+    /// copy.
     pub log_reads: Option<PgPool>,
 }
 

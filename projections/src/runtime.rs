@@ -685,8 +685,8 @@ type ReadFuture = std::pin::Pin<
 type ReadBatch = Arc<dyn Fn(i64) -> ReadFuture + Send + Sync>;
 
 /// The next rebuild batches, read (and decoded) in the background on other connections
-/// while one is applied: the log is immutable, and reading it is a third of a rebuild's
-/// work. Positions are gapless, so the batch after one ending at `p` starts at `p + 1` and
+/// while one is applied: the log is immutable, and reading it alone takes a quarter of a
+/// rebuild's time. Positions are gapless, so the batch after one ending at `p` starts at `p + 1` and
 /// several can be read at once. A batch that does not end where a full batch of a gapless
 /// log would (a short batch at the head of the log) drops the reads queued after it, and
 /// reading starts over from where the log was actually read to: a read queued past a gap
