@@ -12,7 +12,8 @@ use warden_domain::{EventMetadata, RecordedEvent};
 
 use super::errors::db_error;
 
-/// The `events` columns, in the order [`EventRow::decode`] reads them by name.
+/// The `events` columns, in the order [`EventRow::decode`] reads them: every read of
+/// events selects exactly these.
 pub(super) const EVENT_COLUMNS: &str = "global_position, event_id, stream_id, stream_type, \
      version, event_type, schema_version, recorded_at, payload, metadata, prev_hash, hash";
 
@@ -25,51 +26,53 @@ pub(super) struct EventRow {
 
 /// A row `events` rows can be read from: the `Any` driver's, or the Postgres driver's
 /// (for the log read in order, see `Database::log_reads`).
+/// Columns are read by their place in [`EVENT_COLUMNS`] (a look-up by name hashed each
+/// name for each of a rebuild's rows).
 pub(super) trait EventRowSource {
-    fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
-    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
+    fn int(&self, column: usize) -> Result<i64, sqlx::Error>;
+    fn text(&self, column: usize) -> Result<String, sqlx::Error>;
 }
 
 impl EventRowSource for AnyRow {
-    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+    fn int(&self, column: usize) -> Result<i64, sqlx::Error> {
         self.try_get(column)
     }
 
-    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+    fn text(&self, column: usize) -> Result<String, sqlx::Error> {
         self.try_get(column)
     }
 }
 
 impl EventRowSource for PgRow {
-    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+    fn int(&self, column: usize) -> Result<i64, sqlx::Error> {
         self.try_get(column)
     }
 
-    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+    fn text(&self, column: usize) -> Result<String, sqlx::Error> {
         self.try_get(column)
     }
 }
 
 impl EventRow {
     pub fn decode(row: &impl EventRowSource) -> Result<Self, StoreError> {
-        let global_position = row.int("global_position").map_err(db_error)?;
-        let schema_version = row.int("schema_version").map_err(db_error)?;
+        let global_position = row.int(0).map_err(db_error)?;
+        let schema_version = row.int(6).map_err(db_error)?;
         let schema_version = i32::try_from(schema_version)
             .map_err(|_| corrupt(global_position, "schema_version is out of range"))?;
         Ok(Self {
             global_position,
             raw: RawEvent {
-                event_id: row.text("event_id").map_err(db_error)?,
-                stream_id: row.text("stream_id").map_err(db_error)?,
-                stream_type: row.text("stream_type").map_err(db_error)?,
-                version: row.int("version").map_err(db_error)?,
-                event_type: row.text("event_type").map_err(db_error)?,
+                event_id: row.text(1).map_err(db_error)?,
+                stream_id: row.text(2).map_err(db_error)?,
+                stream_type: row.text(3).map_err(db_error)?,
+                version: row.int(4).map_err(db_error)?,
+                event_type: row.text(5).map_err(db_error)?,
                 schema_version,
-                recorded_at: row.text("recorded_at").map_err(db_error)?,
-                payload: row.text("payload").map_err(db_error)?,
-                metadata: row.text("metadata").map_err(db_error)?,
-                prev_hash: row.text("prev_hash").map_err(db_error)?,
-                hash: row.text("hash").map_err(db_error)?,
+                recorded_at: row.text(7).map_err(db_error)?,
+                payload: row.text(8).map_err(db_error)?,
+                metadata: row.text(9).map_err(db_error)?,
+                prev_hash: row.text(10).map_err(db_error)?,
+                hash: row.text(11).map_err(db_error)?,
             },
         })
     }
