@@ -124,9 +124,15 @@ impl Core {
             .with_write_gate(db.writes.shared());
         let projections = match db.backend {
             Backend::Sqlite => projections.with_dialect("BEGIN IMMEDIATE", ""),
-            Backend::Postgres => projections
-                .with_dialect("BEGIN", " FOR UPDATE")
-                .with_shadow_rebuilds(true),
+            Backend::Postgres => {
+                let projections = projections
+                    .with_dialect("BEGIN", " FOR UPDATE")
+                    .with_shadow_rebuilds(true);
+                match &db.log_reads {
+                    Some(pool) => projections.with_bulk_copies((*pool.connect_options()).clone()),
+                    None => projections,
+                }
+            }
         };
         Ok(Self {
             db,

@@ -128,9 +128,10 @@ impl Database {
             .await
             .map_err(|e| DbError::Connect(e.to_string()))?;
         // Connected when first used, with the same acquire timeout (a read of the log during
-        // an outage fails as fast as a request does).
+        // an outage fails as fast as a request does). Six: a rebuild reads three batches
+        // ahead, beside the relay's and the projection runner's reads.
         let log_reads = PgPoolOptions::new()
-            .max_connections(4)
+            .max_connections(6)
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy_with(
                 PgConnectOptions::from_str(url)

@@ -19,7 +19,7 @@ use warden_domain::chain::format_time;
 use warden_domain::RecordedEvent;
 
 use crate::sql::{rows, rows_in, ROWS_PER_STATEMENT};
-use crate::{ProjectionError, Projector};
+use crate::{Bulk, ProjectionError, Projector};
 
 /// How a sealed value or a digest is shown.
 pub const REDACTED: &str = "[REDACTED]";
@@ -52,18 +52,55 @@ impl Projector for AuditEventsProjector {
         conn: &mut AnyConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let planned: Vec<Planned> = events.iter().filter_map(plan).collect();
-        if planned.is_empty() {
-            return Ok(());
-        }
-        let mut batch = Batch::default();
-        batch.preload(conn, &planned).await?;
-        for p in planned {
-            batch.fold(conn, p).await?;
-        }
-        batch.flush(conn).await
+        apply(conn, events, None).await
+    }
+
+    /// The entries: one per event, never read back here.
+    fn bulk_tables(&self) -> &'static [&'static str] {
+        &["audit_events"]
+    }
+
+    async fn rebuild_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[RecordedEvent],
+        bulk: Option<&mut Bulk>,
+    ) -> Result<(), ProjectionError> {
+        apply(conn, events, bulk).await
     }
 }
+
+/// Applies a batch; its entries go to `bulk` if given.
+async fn apply(
+    conn: &mut AnyConnection,
+    events: &[RecordedEvent],
+    bulk: Option<&mut Bulk>,
+) -> Result<(), ProjectionError> {
+    let planned: Vec<Planned> = events.iter().filter_map(plan).collect();
+    if planned.is_empty() {
+        return Ok(());
+    }
+    let mut batch = Batch::default();
+    batch.preload(conn, &planned).await?;
+    for p in planned {
+        batch.fold(conn, p).await?;
+    }
+    batch.flush(conn, bulk).await
+}
+
+/// The columns of an entry, in the order [`Entry`] writes them.
+const ENTRY_COLUMNS: &[&str] = &[
+    "event_id",
+    "global_position",
+    "organization_id",
+    "created_at",
+    "change_type",
+    "resource_id",
+    "alternate_resource_id",
+    "user_id",
+    "change_made_by",
+    "changes",
+];
 
 /// What an event's entry needs that does not depend on earlier events.
 struct Planned<'e> {
@@ -306,7 +343,11 @@ impl Batch {
     }
 
     /// Writes what the batch changed: stream rows, field values, then the entries.
-    async fn flush(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+    async fn flush(
+        self,
+        conn: &mut AnyConnection,
+        bulk: Option<&mut Bulk>,
+    ) -> Result<(), ProjectionError> {
         let streams: Vec<(&String, &StreamRow)> = self
             .changed_streams
             .iter()
@@ -351,6 +392,29 @@ impl Batch {
             query.execute(&mut *conn).await?;
         }
 
+        if let Some(bulk) = bulk {
+            for e in &self.entries {
+                let position = e.global_position.to_string();
+                bulk.row(
+                    "audit_events",
+                    ENTRY_COLUMNS,
+                    &[
+                        Some(&e.event_id),
+                        Some(&position),
+                        Some(&e.organization_id),
+                        Some(&e.created_at),
+                        Some(&e.change_type),
+                        Some(&e.resource_id),
+                        Some(&e.alternate_resource_id),
+                        e.user_id.as_deref(),
+                        Some(e.change_made_by),
+                        Some(&e.changes),
+                    ],
+                )
+                .await?;
+            }
+            return Ok(());
+        }
         // A plain INSERT: each event is applied once (its checkpoint moves in the same
         // transaction), and `ON CONFLICT DO NOTHING` made Postgres insert every row
         // speculatively, twice the cost of a rebuild's 100k entries (450 against 240 ms in

@@ -9,6 +9,7 @@
 )]
 
 pub mod audit_events;
+pub mod bulk;
 pub mod members;
 pub mod organizations;
 pub mod runtime;
@@ -20,6 +21,7 @@ pub mod verify;
 pub mod webhook_endpoints;
 pub mod webhooks;
 
+pub use bulk::Bulk;
 pub use runtime::{EachEvent, EventProjector, ProjectionError, Projections, Projector};
 
 /// Opens a sealed field for a read model; a destroyed key yields `None` (shown as absent).

@@ -12,6 +12,8 @@ use tokio::sync::{watch, Notify};
 use warden_commands::{EventStore, StoreError};
 use warden_domain::RecordedEvent;
 
+use crate::bulk::Bulk;
+
 const BATCH: i64 = 500;
 /// Events per read during a rebuild.
 const REBUILD_BATCH: i64 = 2_000;
@@ -75,6 +77,25 @@ pub trait Projector: Send + Sync + 'static {
         conn: &mut AnyConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError>;
+
+    /// Tables whose rows are only ever inserted, one per event at most, and never read
+    /// back while applying: a Postgres rebuild fills them with `COPY` on a connection of
+    /// their own ([`Bulk`]), through [`Self::rebuild_batch`].
+    fn bulk_tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// A rebuild's batch: [`Self::apply_batch`], except that the rows of
+    /// [`Self::bulk_tables`] go to `bulk` when there is one.
+    async fn rebuild_batch(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[RecordedEvent],
+        bulk: Option<&mut Bulk>,
+    ) -> Result<(), ProjectionError> {
+        let _ = bulk;
+        self.apply_batch(conn, events).await
+    }
 
     /// Whether it queued webhook deliveries since it was last asked. The runner asks after
     /// each commit and wakes the dispatcher if any did, so deliveries go out at once and an
@@ -167,6 +188,9 @@ pub struct Projections {
     /// Whether a rebuild fills shadow copies of the tables and swaps them in (Postgres; see
     /// [`crate::shadow`]) instead of emptying and refilling them in place.
     shadow_rebuilds: bool,
+    /// Where a shadow rebuild's copier connects to fill the projectors' bulk tables (see
+    /// [`crate::bulk`]); `None`: they are written like the others.
+    bulk_copies: Option<sqlx::postgres::PgConnectOptions>,
 }
 
 impl Projections {
@@ -196,6 +220,7 @@ impl Projections {
             lock_checkpoint: "",
             writes: None,
             shadow_rebuilds: false,
+            bulk_copies: None,
         }
     }
 
@@ -224,6 +249,13 @@ impl Projections {
     /// Rebuilds fill shadow copies of the tables and swap them in (Postgres only).
     pub fn with_shadow_rebuilds(mut self, shadow: bool) -> Self {
         self.shadow_rebuilds = shadow;
+        self
+    }
+
+    /// Shadow rebuilds fill the projectors' bulk tables with `COPY` on a connection made
+    /// with `options` (Postgres).
+    pub fn with_bulk_copies(mut self, options: sqlx::postgres::PgConnectOptions) -> Self {
+        self.bulk_copies = Some(options);
         self
     }
 
@@ -570,6 +602,7 @@ impl Projections {
         let _write = self.enter_writes().await;
         create_checkpoints(&self.pool, &checkpoint_names).await?;
         let mut tx = self.pool.begin_with(self.begin).await?;
+        let mut bulk: Option<Bulk> = None;
         let mut replay = Replay {
             chosen: &chosen,
             at: 0,
@@ -593,9 +626,25 @@ impl Projections {
                 .into_iter()
                 .min()
                 .unwrap_or(0);
-            let shadow = crate::shadow::Shadow::create(&mut tx, &tables).await?;
+            Bulk::drop_leftovers(&mut tx).await?;
+            let bulk_tables: Vec<&str> = match &self.bulk_copies {
+                Some(_) => chosen
+                    .iter()
+                    .flat_map(|p| p.bulk_tables().iter().copied())
+                    .collect(),
+                None => Vec::new(),
+            };
+            if let (Some(options), false) = (&self.bulk_copies, bulk_tables.is_empty()) {
+                bulk = Some(Bulk::start(&mut tx, &bulk_tables, options.clone()).await?);
+            }
+            let copied: Vec<&str> = tables
+                .iter()
+                .copied()
+                .filter(|t| !bulk_tables.contains(t))
+                .collect();
+            let shadow = crate::shadow::Shadow::create(&mut tx, &copied).await?;
             replay
-                .run(&self.store, &mut tx, settled, &mut progress)
+                .run(&self.store, &mut tx, bulk.as_mut(), settled, &mut progress)
                 .await?;
             checkpoints(&mut tx, &checkpoint_names, self.lock_checkpoint).await?;
             Some(shadow)
@@ -611,10 +660,13 @@ impl Projections {
         };
         // With the checkpoints locked: the rest of the log.
         replay
-            .run(&self.store, &mut tx, i64::MAX, &mut progress)
+            .run(&self.store, &mut tx, bulk.as_mut(), i64::MAX, &mut progress)
             .await?;
         if let Some(shadow) = shadow {
             shadow.swap(&mut tx).await?;
+        }
+        if let Some(bulk) = bulk {
+            bulk.finish(&mut tx).await?;
         }
         save_checkpoints(&mut tx, &name_refs, replay.at).await?;
         tx.commit().await?;
@@ -640,6 +692,7 @@ impl Replay<'_> {
         &mut self,
         store: &Arc<dyn EventStore>,
         conn: &mut AnyConnection,
+        mut bulk: Option<&mut Bulk>,
         until: i64,
         progress: &mut (impl FnMut(i64, i64) + Send),
     ) -> Result<(), ProjectionError> {
@@ -660,7 +713,8 @@ impl Replay<'_> {
                 // Projector by projector, as a live pass applies a batch (each owns its
                 // tables).
                 for p in self.chosen {
-                    p.apply_batch(&mut *conn, &events).await?;
+                    p.rebuild_batch(&mut *conn, &events, bulk.as_deref_mut())
+                        .await?;
                 }
                 self.applied += events.len() as i64;
                 self.at = last;

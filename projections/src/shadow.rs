@@ -70,84 +70,14 @@ impl Shadow {
         conn: &mut AnyConnection,
         table: &str,
     ) -> Result<ShadowTable, ProjectionError> {
-        let name = quote(table);
-        // Wherever the search path finds it (what the projectors' SQL writes to).
-        let home: Option<String> = sqlx::query(
-            "SELECT CAST(n.nspname AS TEXT) FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
-        )
-        .bind(&name)
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()?;
-        let home = quote(&home.ok_or_else(|| {
-            ProjectionError::Db(sqlx::Error::Protocol(format!(
-                "no table {table} on the search path to rebuild"
-            )))
-        })?);
-        let (live, copy) = (format!("{home}.{name}"), format!("{}.{name}", self.schema));
-        execute(
-            conn,
-            &format!("CREATE TABLE {copy} (LIKE {live} INCLUDING ALL EXCLUDING INDEXES)"),
-        )
-        .await?;
-        // Keys and unique constraints, under their live names.
-        let constraints = sqlx::query(
-            "SELECT CAST(conname AS TEXT), pg_get_constraintdef(oid) FROM pg_constraint \
-             WHERE conrelid = CAST($1 AS regclass) AND contype IN ('p', 'u', 'x') \
-             ORDER BY conname",
-        )
-        .bind(&live)
-        .fetch_all(&mut *conn)
-        .await?;
-        for row in constraints {
-            let (constraint, definition): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            execute(
-                conn,
-                &format!(
-                    "ALTER TABLE {copy} ADD CONSTRAINT {} {definition}",
-                    quote(&constraint)
-                ),
-            )
-            .await?;
-        }
-        // Other indexes: unique ones now, the rest after the fill.
-        let indexes = sqlx::query(
-            "SELECT CAST(c.relname AS TEXT), i.indisunique, pg_get_indexdef(i.indexrelid) \
-             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-             WHERE i.indrelid = CAST($1 AS regclass) \
-             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
-             ORDER BY c.relname",
-        )
-        .bind(&live)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut deferred_indexes = Vec::new();
-        for row in indexes {
-            let (index, unique, definition): (String, bool, String) =
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            // `CREATE [UNIQUE] INDEX name ON table USING method (columns) [WHERE …]`.
-            let Some((_, using)) = definition.split_once(" USING ") else {
-                return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
-                    "unexpected definition of index {index}: {definition}"
-                ))));
-            };
-            let create = format!(
-                "CREATE {}INDEX {} ON {copy} USING {using}",
-                if unique { "UNIQUE " } else { "" },
-                quote(&index)
-            );
-            if unique {
-                execute(conn, &create).await?;
-            } else {
-                deferred_indexes.push(create);
-            }
+        let plan = TablePlan::read(conn, table, &self.schema).await?;
+        for statement in plan.create.iter().chain(&plan.keys) {
+            execute(conn, statement).await?;
         }
         Ok(ShadowTable {
-            name,
-            home,
-            deferred_indexes,
+            name: plan.name,
+            home: plan.home,
+            deferred_indexes: plan.deferred,
         })
     }
 
@@ -179,12 +109,113 @@ impl Shadow {
     }
 }
 
+/// The statements that make an empty copy of a live table in another schema: the same
+/// columns, defaults and checks, keys and indexes under the live names.
+pub(crate) struct TablePlan {
+    /// The table's name (quoted).
+    pub name: String,
+    /// The schema of the live table, the one `search_path` finds (quoted).
+    pub home: String,
+    /// `CREATE TABLE … (LIKE …)`.
+    pub create: Vec<String>,
+    /// Keys, unique constraints and unique indexes (`ON CONFLICT` needs them during a fill).
+    pub keys: Vec<String>,
+    /// The other indexes, cheaper to build once the copy is filled.
+    pub deferred: Vec<String>,
+}
+
+impl TablePlan {
+    /// Reads the live `table` (wherever the search path finds it) and plans its copy in
+    /// `schema` (quoted).
+    pub async fn read(
+        conn: &mut AnyConnection,
+        table: &str,
+        schema: &str,
+    ) -> Result<Self, ProjectionError> {
+        let name = quote(table);
+        let home: Option<String> = sqlx::query(
+            "SELECT CAST(n.nspname AS TEXT) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
+        )
+        .bind(&name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+        let home = quote(&home.ok_or_else(|| {
+            ProjectionError::Db(sqlx::Error::Protocol(format!(
+                "no table {table} on the search path to rebuild"
+            )))
+        })?);
+        let (live, copy) = (format!("{home}.{name}"), format!("{schema}.{name}"));
+        let create = vec![format!(
+            "CREATE TABLE {copy} (LIKE {live} INCLUDING ALL EXCLUDING INDEXES)"
+        )];
+        // Keys and unique constraints, under their live names.
+        let constraints = sqlx::query(
+            "SELECT CAST(conname AS TEXT), pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = CAST($1 AS regclass) AND contype IN ('p', 'u', 'x') \
+             ORDER BY conname",
+        )
+        .bind(&live)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut keys = Vec::new();
+        for row in constraints {
+            let (constraint, definition): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            keys.push(format!(
+                "ALTER TABLE {copy} ADD CONSTRAINT {} {definition}",
+                quote(&constraint)
+            ));
+        }
+        // Other indexes: unique ones with the keys, the rest after the fill.
+        let indexes = sqlx::query(
+            "SELECT CAST(c.relname AS TEXT), i.indisunique, pg_get_indexdef(i.indexrelid) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = CAST($1 AS regclass) \
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
+             ORDER BY c.relname",
+        )
+        .bind(&live)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut deferred = Vec::new();
+        for row in indexes {
+            let (index, unique, definition): (String, bool, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            // `CREATE [UNIQUE] INDEX name ON table USING method (columns) [WHERE …]`.
+            let Some((_, using)) = definition.split_once(" USING ") else {
+                return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
+                    "unexpected definition of index {index}: {definition}"
+                ))));
+            };
+            let create = format!(
+                "CREATE {}INDEX {} ON {copy} USING {using}",
+                if unique { "UNIQUE " } else { "" },
+                quote(&index)
+            );
+            if unique {
+                keys.push(create);
+            } else {
+                deferred.push(create);
+            }
+        }
+        Ok(Self {
+            name,
+            home,
+            create,
+            keys,
+            deferred,
+        })
+    }
+}
+
 async fn execute(conn: &mut AnyConnection, sql: &str) -> Result<(), ProjectionError> {
     sqlx::query(sql).execute(&mut *conn).await?;
     Ok(())
 }
 
 /// An identifier, quoted for Postgres.
-fn quote(identifier: &str) -> String {
+pub(crate) fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }

@@ -153,12 +153,14 @@ async fn rebuilt_equals_live(app: TestApp) {
                 .await;
             assert_eq!(r.status, 201, "{}", r.text);
             // A verification with Telnyx-style webhooks: each carries the verification's
-            // state after its event (a rejected code counts as a failed attempt).
+            // state after its event (a rejected code counts as a failed attempt). The
+            // profile's name, shown in its audit entry, has what `COPY` text must escape
+            // (its JSON has backslashes).
             let r = app
                 .post(
                     "/v2/verify_profiles",
                     Some(&token),
-                    json!({ "name": "Hooks", "webhook_url": "http://127.0.0.1:9/verify",
+                    json!({ "name": "Hooks \"Q\" \\ slash", "webhook_url": "http://127.0.0.1:9/verify",
                             "sms": { "app_name": "Hooks", "whitelisted_destinations": ["US"] } }),
                 )
                 .await;
@@ -318,6 +320,14 @@ async fn rebuilt_equals_live(app: TestApp) {
         !live.6.is_empty(),
         "deliveries were enqueued for the endpoint"
     );
+    assert!(
+        live.3.iter().any(|e| e["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["to"]["name"] == "Hooks \"Q\" \\ slash")),
+        "the profile's name is in its audit entry as it was given"
+    );
     // The verification's row carries every event's change: sent, delivered, one rejected
     // code, accepted.
     let [v] = live.7.as_slice() else {
@@ -335,7 +345,8 @@ async fn rebuilt_equals_live(app: TestApp) {
 }
 
 /// Postgres: a rebuild stopped half-way (here: cancelled) leaves the live tables as they
-/// were and holds nothing: the next rebuild runs, and commands go on.
+/// were and holds nothing: the next rebuild runs (and drops what a rebuild that died
+/// between its copier's commit and its own would have left), and commands go on.
 #[tokio::test]
 async fn a_cancelled_postgres_rebuild_leaves_the_read_models_as_they_were() {
     let (app, token) = postgres_app_with_a_long_log(8_000).await;
@@ -359,6 +370,17 @@ async fn a_cancelled_postgres_rebuild_leaves_the_read_models_as_they_were() {
         _ = cancel => {}
     }
     assert_eq!(before, models().await);
+    // What a rebuild that died between its copier's commit and its own would leave: the
+    // next one drops it.
+    for statement in [
+        "CREATE SCHEMA \"warden_copies_leftover\"",
+        "CREATE TABLE \"warden_copies_leftover\".audit_events (event_id TEXT PRIMARY KEY)",
+    ] {
+        sqlx::query(statement)
+            .execute(&app.state.db.pool)
+            .await
+            .unwrap();
+    }
     let applied = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         projections.rebuild_many(&names, |_, _| {}),
@@ -377,8 +399,11 @@ async fn a_cancelled_postgres_rebuild_leaves_the_read_models_as_they_were() {
 
 /// Postgres: a rebuild replays the log into its copies while the live projections go on,
 /// so commands made meanwhile are answered before it ends (each waits for its own
-/// projection), and they are in the models it swaps in.
-#[tokio::test]
+/// projection), and they are in the models it swaps in. (Two worker threads, as the
+/// server has at least: on one, the rebuild's decoding and folding, which no longer waits
+/// on its writes, would keep the server's tasks from running at all, which a rebuild in
+/// its own process never does.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_go_on_during_a_postgres_rebuild_and_land_in_its_models() {
     // A log long enough for the rebuild to take a while.
     let (app, token) = postgres_app_with_a_long_log(16_000).await;
@@ -496,7 +521,8 @@ async fn catalog(app: &TestApp) -> Vec<String> {
         tables.extend(app.state.projections.tables(name));
     }
     let mut lines: Vec<String> = sqlx::query_scalar(
-        "SELECT CAST(nspname AS TEXT) FROM pg_namespace WHERE nspname LIKE 'warden_rebuild%'",
+        "SELECT CAST(nspname AS TEXT) FROM pg_namespace \
+         WHERE nspname LIKE 'warden_rebuild%' OR nspname LIKE 'warden_copies%'",
     )
     .fetch_all(pool)
     .await
