@@ -91,9 +91,8 @@ pub trait Projector: Send + Sync + 'static {
         &self,
         conn: &mut AnyConnection,
         events: &[RecordedEvent],
-        bulk: Option<&mut Bulk>,
+        _bulk: Option<&mut Bulk>,
     ) -> Result<(), ProjectionError> {
-        let _ = bulk;
         self.apply_batch(conn, events).await
     }
 
