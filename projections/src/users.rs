@@ -324,7 +324,22 @@ impl Rows {
                 user.pending_phone = None;
                 row.updated_at = at;
             }
-            _ => return Ok(()),
+            // Registered is folded above; the others leave the row as it is (and
+            // `changes_row` has already left them out). Named one by one, so that a new
+            // event is a decision here and not a silent no-op.
+            UserEvent::Registered { .. }
+            | UserEvent::PasswordChanged { .. }
+            | UserEvent::SignInFailed { .. }
+            | UserEvent::SessionEnded { .. }
+            | UserEvent::TwoFactorCodeSent(_)
+            | UserEvent::TwoFactorEnrollmentFailed { .. }
+            | UserEvent::TwoFactorChallengeStarted { .. }
+            | UserEvent::BackupCodesLow { .. }
+            | UserEvent::ApiKeyCreated { .. }
+            | UserEvent::ApiKeyRotated { .. }
+            | UserEvent::ApiKeyRevoked { .. }
+            | UserEvent::RecoveryCodeSent(_)
+            | UserEvent::EmailCodeSent(_) => return Ok(()),
         }
         self.changed.insert(id);
         Ok(())
