@@ -11,6 +11,7 @@
 //! endpoints' streams all reach its subscribers; nothing of another organization does.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -84,61 +85,61 @@ impl Projector for WebhookEndpointsProjector {
             .filter(|e| e.version == 1)
             .map(|e| e.stream_id.as_str())
             .collect();
-        let mut going_on: Vec<String> = events
+        let going_on: HashSet<&str> = events
             .iter()
             .filter(|e| {
                 e.stream_type != "webhook_endpoint" && !started.contains(e.stream_id.as_str())
             })
-            .map(|e| e.stream_id.clone())
+            .map(|e| e.stream_id.as_str())
             .collect();
+        let mut going_on: Vec<String> = going_on.into_iter().map(str::to_owned).collect();
         going_on.sort_unstable();
-        going_on.dedup();
         let mut found = stream_routes(conn, &going_on).await?;
-        let mut known: HashMap<String, Option<(String, Vec<Route>)>> = going_on
+        let mut known: HashMap<String, Option<Routes>> = going_on
             .into_iter()
             .map(|id| {
                 let routes = found.remove(&id);
                 (id, routes)
             })
             .collect();
-        let mut by_org: HashMap<String, Vec<Route>> = HashMap::new();
+        let mut by_org: HashMap<String, Routes> = HashMap::new();
         // Written together: new streams' owners (before anything reads the table again)
         // and the deliveries (nothing in the batch reads them).
         let mut owners = NewOwners::default();
         let mut deliveries = Vec::new();
         for event in events {
-            let found = match known.get(&event.stream_id) {
-                Some(found) => found.clone(),
-                None if event.version == 1 || event.stream_type == "webhook_endpoint" => {
+            if !known.contains_key(&event.stream_id) {
+                let found = if event.version == 1 || event.stream_type == "webhook_endpoint" {
                     match owner(conn, &mut owners, event).await? {
                         None => None,
-                        Some(org) => {
-                            let routes = match by_org.get(&org) {
-                                Some(routes) => routes.clone(),
-                                None => {
-                                    let routes = routes_of(conn, &org).await?;
-                                    by_org.insert(org.clone(), routes.clone());
-                                    routes
-                                }
-                            };
-                            Some((org, routes))
-                        }
+                        Some(org) => Some(match by_org.get(&org) {
+                            Some(routes) => routes.clone(),
+                            None => {
+                                let routes = Routes {
+                                    list: Arc::new(routes_of(conn, &org).await?),
+                                    organization_id: org.clone(),
+                                };
+                                by_org.insert(org, routes.clone());
+                                routes
+                            }
+                        }),
                     }
-                }
-                // Only after an endpoint's event: the stream's organization and its routes.
-                None => {
+                } else {
+                    // Only after an endpoint's event: the stream's organization and its
+                    // routes.
                     owners.write(conn).await?;
                     let id = std::slice::from_ref(&event.stream_id);
                     stream_routes(conn, id).await?.remove(&event.stream_id)
-                }
-            };
-            known.insert(event.stream_id.clone(), found.clone());
-            let Some((org, routes)) = found else {
+                };
+                known.insert(event.stream_id.clone(), found);
+            }
+            let Some(Some(routes)) = known.get(&event.stream_id) else {
                 continue;
             };
             // Enqueue first, so an endpoint's own creation goes to the others, not to itself.
-            deliveries.extend(for_subscribers(event, &org, routes));
+            deliveries.extend(for_subscribers(event, routes));
             if event.stream_type == "webhook_endpoint" {
+                let org = routes.organization_id.clone();
                 let e: WebhookEndpointEvent = event
                     .decode()
                     .map_err(|e| ProjectionError::decode(event, e))?;
@@ -215,26 +216,59 @@ async fn owner(
     .await?)
 }
 
-#[derive(Debug, Clone, FromRow)]
+/// An organization and its enabled endpoints, shared by the batch's streams of it.
+#[derive(Debug, Clone)]
+struct Routes {
+    organization_id: String,
+    list: Arc<Vec<Route>>,
+}
+
+/// An enabled endpoint, its filter read once with its row.
+#[derive(Debug)]
 struct Route {
     endpoint_id: String,
     url: String,
-    event_types: String,
+    /// `None`: a stored filter that does not parse, which subscribes to nothing.
+    filter: Option<EventFilter>,
 }
 
-fn subscribed(event_types: &str, event_type: &str) -> bool {
-    serde_json::from_str::<EventFilter>(event_types).is_ok_and(|f| f.matches(event_type))
+impl Route {
+    fn new(endpoint_id: String, url: String, event_types: &str) -> Self {
+        Self {
+            endpoint_id,
+            url,
+            filter: parse_filter(event_types),
+        }
+    }
+
+    fn subscribes_to(&self, event_type: &str) -> bool {
+        self.filter.as_ref().is_some_and(|f| f.matches(event_type))
+    }
+}
+
+/// A stored `event_types` filter; `None` if it does not parse (it subscribes to nothing).
+fn parse_filter(event_types: &str) -> Option<EventFilter> {
+    serde_json::from_str(event_types).ok()
 }
 
 /// The enabled endpoints of an organization.
 async fn routes_of(conn: &mut AnyConnection, org: &str) -> Result<Vec<Route>, ProjectionError> {
-    Ok(sqlx::query_as::<_, Route>(
+    let rows = sqlx::query(
         "SELECT endpoint_id, url, event_types FROM webhook_endpoints \
          WHERE organization_id = $1 AND enabled = 1",
     )
     .bind(org)
     .fetch_all(&mut *conn)
-    .await?)
+    .await?;
+    let mut routes = Vec::with_capacity(rows.len());
+    for row in &rows {
+        routes.push(Route::new(
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get::<&str, _>(2)?,
+        ));
+    }
+    Ok(routes)
 }
 
 /// The organization each known stream belongs to and its enabled endpoints, in one
@@ -242,7 +276,7 @@ async fn routes_of(conn: &mut AnyConnection, org: &str) -> Result<Vec<Route>, Pr
 async fn stream_routes(
     conn: &mut AnyConnection,
     stream_ids: &[String],
-) -> Result<HashMap<String, (String, Vec<Route>)>, ProjectionError> {
+) -> Result<HashMap<String, Routes>, ProjectionError> {
     let rows = rows_in(
         conn,
         "SELECT o.stream_id, o.organization_id, e.endpoint_id, e.url, e.event_types \
@@ -258,26 +292,34 @@ async fn stream_routes(
         let org: String = row.try_get(1)?;
         let (_, routes) = found.entry(stream_id).or_insert_with(|| (org, Vec::new()));
         if let Some(endpoint_id) = row.try_get::<Option<String>, _>(2)? {
-            routes.push(Route {
+            routes.push(Route::new(
                 endpoint_id,
-                url: row.try_get(3)?,
-                event_types: row.try_get(4)?,
-            });
+                row.try_get(3)?,
+                row.try_get::<&str, _>(4)?,
+            ));
         }
     }
-    Ok(found)
+    Ok(found
+        .into_iter()
+        .map(|(stream_id, (organization_id, list))| {
+            let routes = Routes {
+                organization_id,
+                list: Arc::new(list),
+            };
+            (stream_id, routes)
+        })
+        .collect())
 }
 
 /// The deliveries of an event to the organization's endpoints that subscribe to it.
-fn for_subscribers(event: &RecordedEvent, org: &str, routes: Vec<Route>) -> Vec<NewDelivery> {
+fn for_subscribers(event: &RecordedEvent, routes: &Routes) -> Vec<NewDelivery> {
     // An endpoint's own events (its disabling above all) are for the others.
     let own = event.stream_id.strip_prefix("webhook_endpoint-");
+    let org = routes.organization_id.as_str();
     let mut body = None;
     let mut deliveries = Vec::new();
-    for route in routes {
-        if !subscribed(&route.event_types, &event.event_type)
-            || own == Some(route.endpoint_id.as_str())
-        {
+    for route in routes.list.iter() {
+        if !route.subscribes_to(&event.event_type) || own == Some(route.endpoint_id.as_str()) {
             continue;
         }
         let data = body
@@ -289,11 +331,11 @@ fn for_subscribers(event: &RecordedEvent, org: &str, routes: Vec<Route>) -> Vec<
             event_id: event.event_id.to_string(),
             event_type: event.event_type.clone(),
             scheme: SCHEME_STANDARD_WEBHOOKS,
-            url: route.url,
+            url: route.url.clone(),
             failover_url: None,
             data,
             at: event.recorded_at,
-            endpoint_id: Some(route.endpoint_id),
+            endpoint_id: Some(route.endpoint_id.clone()),
             global_position: Some(event.global_position),
         });
     }
@@ -500,6 +542,7 @@ pub async fn redeliver_from(
     };
     let head = store.head_position().await?;
     let mut count = 0;
+    let filter = parse_filter(&endpoint.event_types);
     let mut conn = pool.acquire().await?;
     while after < head {
         let events = store.read_all(after, BATCH).await?;
@@ -515,7 +558,10 @@ pub async fn redeliver_from(
                     continue;
                 }
             }
-            if !subscribed(&endpoint.event_types, &event.event_type) {
+            if !filter
+                .as_ref()
+                .is_some_and(|f| f.matches(&event.event_type))
+            {
                 continue;
             }
             let org = sqlx::query_scalar::<_, String>(

@@ -667,6 +667,44 @@ async fn deliveries_and_an_endpoints_events_can_be_redelivered() {
 }
 
 #[tokio::test]
+async fn an_endpoint_receives_only_the_event_types_it_subscribes_to() {
+    let app = spawn_app().await;
+    let (_, token) = app.owner().await;
+    let profiles = Receiver::start(200).await;
+    let names = Receiver::start(200).await;
+    create_endpoint(&app, &token, &profiles.url, json!(["user.profile_updated"])).await;
+    let (names_id, _) =
+        create_endpoint(&app, &token, &names.url, json!(["organization.updated"])).await;
+    touch_profile(&app, &token, "Ada").await;
+    rename_org(&app, &token, "Engines").await;
+    touch_profile(&app, &token, "Augusta").await;
+    profiles.wait_for(2).await;
+    names.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let types = |hook: &Receiver| -> Vec<String> {
+        hook.requests()
+            .iter()
+            .map(|(_, b)| body_of(b)["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        types(&profiles),
+        ["user.profile_updated", "user.profile_updated"]
+    );
+    assert_eq!(types(&names), ["organization.updated"]);
+    // Redelivering everything goes through the same filter.
+    let r = app
+        .post(
+            &format!("/v2/webhook_endpoints/{names_id}/actions/redeliver"),
+            Some(&token),
+            json!({ "from_position": 1 }),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.data()["enqueued"], 1);
+}
+
+#[tokio::test]
 async fn organizations_see_and_receive_only_their_own() {
     let app = spawn_app().await;
     let (_, a) = app.owner().await;
