@@ -24,6 +24,9 @@ use crate::{Bulk, ProjectionError, Projector};
 /// How a sealed value or a digest is shown.
 pub const REDACTED: &str = "[REDACTED]";
 
+/// The fields of a payload that is not an object.
+static NO_FIELDS: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
 /// Stream types whose events are audit entries.
 const AUDITED: &[&str] = &["organization", "user", "verify_profile", "verify_template"];
 
@@ -107,7 +110,7 @@ struct Planned<'e> {
     event: &'e RecordedEvent,
     stream_type: &'e str,
     stream_uuid: String,
-    payload: Map<String, Value>,
+    payload: &'e Map<String, Value>,
     /// The sub-resource the change is about, as (field, id).
     sub: Option<(&'static str, String)>,
     resource_key: String,
@@ -126,7 +129,7 @@ fn plan(event: &RecordedEvent) -> Option<Planned<'_>> {
         .split_once('-')
         .map(|(_, id)| id.to_owned())
         .unwrap_or_default();
-    let payload = event.payload.as_object().cloned().unwrap_or_default();
+    let payload = event.payload.as_object().unwrap_or(&NO_FIELDS);
     // The sub-resource the change is about, if any (a member removed from the
     // organization is that user).
     let sub = SUB_RESOURCE_FIELDS
@@ -146,7 +149,7 @@ fn plan(event: &RecordedEvent) -> Option<Planned<'_>> {
     let resource_key = format!("{}/{resource_id}", event.stream_id);
     let scope = field_scope(&event.event_type);
     let mut fields = Vec::new();
-    for (name, raw) in &payload {
+    for (name, raw) in payload {
         if sub.as_ref().is_some_and(|(f, _)| f == name) || raw.is_null() {
             continue;
         }
@@ -187,6 +190,14 @@ struct Batch {
     entries: Vec<Entry>,
 }
 
+/// One field's change in an entry's `changes`: `{"field", "from", "to"}`.
+#[derive(serde::Serialize)]
+struct Change<'a> {
+    field: &'a str,
+    from: Value,
+    to: &'a Value,
+}
+
 /// A new row of `audit_events`.
 struct Entry {
     event_id: String,
@@ -208,13 +219,15 @@ impl Batch {
         conn: &mut AnyConnection,
         planned: &[Planned<'_>],
     ) -> Result<(), ProjectionError> {
-        let mut wanted: Vec<String> = Vec::new();
+        let mut wanted: HashSet<&str> = HashSet::new();
+        let mut named: HashSet<String> = HashSet::new();
         for p in planned {
-            wanted.push(p.event.stream_id.clone());
-            if let Some(org) = named_organization(p.stream_type, &p.stream_uuid, &p.payload) {
-                wanted.push(format!("organization-{org}"));
+            wanted.insert(&p.event.stream_id);
+            if let Some(org) = named_organization(p.stream_type, &p.stream_uuid, p.payload) {
+                named.insert(format!("organization-{org}"));
             }
         }
+        let wanted = wanted.into_iter().map(str::to_owned).chain(named).collect();
         self.load_streams(conn, wanted).await?;
         // The organizations of streams that were already known.
         let owners: Vec<String> = self
@@ -225,13 +238,13 @@ impl Batch {
             .collect();
         self.load_streams(conn, owners).await?;
 
-        let mut keys: Vec<String> = planned
+        let keys: HashSet<&str> = planned
             .iter()
             .filter(|p| !p.fields.is_empty())
-            .map(|p| p.resource_key.clone())
+            .map(|p| p.resource_key.as_str())
             .collect();
+        let mut keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
         keys.sort_unstable();
-        keys.dedup();
         let select = "SELECT resource_key, field, value FROM audit_field_values \
                       WHERE resource_key";
         for row in rows_in(conn, select, &keys).await? {
@@ -272,15 +285,25 @@ impl Batch {
         Ok(())
     }
 
+    /// Reads the stream's row if this batch has not seen it.
+    async fn load_missing(
+        &mut self,
+        conn: &mut AnyConnection,
+        id: &str,
+    ) -> Result<(), ProjectionError> {
+        if !self.streams.contains_key(id) {
+            self.load_streams(conn, vec![id.to_owned()]).await?;
+        }
+        Ok(())
+    }
+
     /// The stream's row, read if this batch has not seen it.
     async fn stream(
         &mut self,
         conn: &mut AnyConnection,
         id: &str,
     ) -> Result<Option<StreamRow>, ProjectionError> {
-        if !self.streams.contains_key(id) {
-            self.load_streams(conn, vec![id.to_owned()]).await?;
-        }
+        self.load_missing(conn, id).await?;
         Ok(self.streams.get(id).cloned().flatten())
     }
 
@@ -293,7 +316,7 @@ impl Batch {
         let event = p.event;
         // Record which organization the stream belongs to (and an organization's owner)
         // from the events that say so. An existing row keeps its organization.
-        if let Some(org) = named_organization(p.stream_type, &p.stream_uuid, &p.payload) {
+        if let Some(org) = named_organization(p.stream_type, &p.stream_uuid, p.payload) {
             let owner = p.payload.get("owner_user_id").and_then(Value::as_str);
             let row = match self.stream(conn, &event.stream_id).await? {
                 Some(known) => StreamRow {
@@ -308,36 +331,54 @@ impl Batch {
             self.streams.insert(event.stream_id.clone(), Some(row));
             self.changed_streams.insert(event.stream_id.clone());
         }
-        let Some(stream) = self.stream(conn, &event.stream_id).await? else {
+        self.load_missing(conn, &event.stream_id).await?;
+        let Some(organization_id) = self
+            .streams
+            .get(&event.stream_id)
+            .and_then(Option::as_ref)
+            .map(|s| s.organization_id.clone())
+        else {
             return Ok(());
         };
+        let organization_stream = format!("organization-{organization_id}");
+        self.load_missing(conn, &organization_stream).await?;
         let owner = self
-            .stream(conn, &format!("organization-{}", stream.organization_id))
-            .await?
-            .and_then(|o| o.owner_user_id);
+            .streams
+            .get(&organization_stream)
+            .and_then(Option::as_ref)
+            .and_then(|o| o.owner_user_id.as_deref());
+        let (user_id, made_by) = who(event, p.stream_type, &p.stream_uuid, owner);
 
-        let values = self.values.entry(p.resource_key.clone()).or_default();
-        let mut changes = Vec::with_capacity(p.fields.len());
-        for (field, to) in p.fields {
-            let from = values
-                .insert(field.clone(), to.clone())
-                .unwrap_or(Value::Null);
-            changes.push(json!({ "field": field, "from": from, "to": to }));
-            self.changed_values.insert((p.resource_key.clone(), field));
-        }
+        let changes = if p.fields.is_empty() {
+            "[]".to_owned()
+        } else {
+            let values = match self.values.get_mut(&p.resource_key) {
+                Some(values) => values,
+                None => self.values.entry(p.resource_key.clone()).or_default(),
+            };
+            let mut changes = Vec::with_capacity(p.fields.len());
+            for (field, to) in &p.fields {
+                let from = values
+                    .insert(field.clone(), to.clone())
+                    .unwrap_or(Value::Null);
+                changes.push(Change { field, from, to });
+                self.changed_values
+                    .insert((p.resource_key.clone(), field.clone()));
+            }
+            serde_json::to_string(&changes).unwrap_or_else(|_| "[]".to_owned())
+        };
 
-        let (user_id, made_by) = who(event, p.stream_type, &p.stream_uuid, owner.as_deref());
         self.entries.push(Entry {
             event_id: event.event_id.to_string(),
             global_position: event.global_position,
-            organization_id: stream.organization_id,
+            organization_id,
             created_at: format_time(event.recorded_at),
             change_type: event.event_type.clone(),
             resource_id: p.sub.map(|(_, v)| v).unwrap_or(p.stream_uuid),
             alternate_resource_id: event.stream_id.clone(),
             user_id,
             change_made_by: made_by,
-            changes: Value::Array(changes).to_string(),
+            changes,
         });
         Ok(())
     }

@@ -45,7 +45,6 @@ impl EventProjector for SessionsProjector {
             return Ok(());
         }
         let user_id = event.stream_id.trim_start_matches("user-");
-        let at = format_time(event.recorded_at);
         match event
             .decode::<UserEvent>()
             .map_err(|e| ProjectionError::decode(event, e))?
@@ -64,7 +63,7 @@ impl EventProjector for SessionsProjector {
                 .bind(session_id.to_string())
                 .bind(user_id)
                 .bind(token_digest.0)
-                .bind(&at)
+                .bind(format_time(event.recorded_at))
                 .bind(format_time(expires_at))
                 .bind(idle_timeout_secs)
                 .bind(scope)
@@ -89,7 +88,7 @@ impl EventProjector for SessionsProjector {
                     "UPDATE sessions SET ended_at = $2 WHERE session_id = $1 AND ended_at IS NULL",
                 )
                 .bind(session_id.to_string())
-                .bind(&at)
+                .bind(format_time(event.recorded_at))
                 .execute(&mut *conn)
                 .await?;
             }
@@ -98,7 +97,7 @@ impl EventProjector for SessionsProjector {
                     "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
                 )
                 .bind(user_id)
-                .bind(&at)
+                .bind(format_time(event.recorded_at))
                 .execute(&mut *conn)
                 .await?;
             }
