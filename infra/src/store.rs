@@ -22,7 +22,7 @@ use warden_domain::RecordedEvent;
 
 use crate::db::{Backend, Database, WriteGate};
 use errors::db_error;
-use rows::{EventRow, EventRowSource, EVENT_COLUMNS};
+use rows::{raw_event, recorded_event, EventRowSource, EVENT_COLUMNS};
 
 /// The event store on Postgres (production).
 #[derive(Debug, Clone)]
@@ -114,9 +114,7 @@ struct SqlEventStore {
 
 /// Rows of the events table as recorded events.
 fn recorded<R: EventRowSource>(rows: &[R]) -> Result<Vec<RecordedEvent>, StoreError> {
-    rows.iter()
-        .map(|row| EventRow::decode(row)?.into_recorded())
-        .collect()
+    rows.iter().map(recorded_event).collect()
 }
 
 /// Streams named per statement by `read_streams` (one bind each).
@@ -210,7 +208,7 @@ impl SqlEventStore {
             }
             let rows = query.fetch_all(&self.pool).await.map_err(db_error)?;
             for row in &rows {
-                events.push(EventRow::decode(row)?.into_recorded()?);
+                events.push(recorded_event(row)?);
             }
         }
         Ok(events)
@@ -225,7 +223,7 @@ impl SqlEventStore {
         self.stream_rows(stream_id, after_version, Some(limit))
             .await?
             .iter()
-            .map(|row| EventRow::decode(row).map(EventRow::into_raw))
+            .map(raw_event)
             .collect()
     }
 
