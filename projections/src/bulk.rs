@@ -4,9 +4,11 @@
 //! a rebuild's writing, and written through the rebuild's connection it was a serial wait
 //! of every batch.
 //!
-//! The copier's transaction creates the tables in a schema of its own (`warden_copies_…`),
-//! fills them, builds their keys and indexes after the fill, and commits only when the
-//! rebuild has replayed everything; the rebuild's transaction then moves them into place in
+//! The copier's transaction creates the tables in a schema of its own (`warden_copies_…`)
+//! with their keys and indexes, fills them, and commits only when the rebuild has replayed
+//! everything. (The indexes are kept up during the fill, in parallel with the replay: built
+//! after it, from the filled table, they were cheaper but a serial wait at the end, and the
+//! rebuild was slower overall.) The rebuild's transaction then moves them into place in
 //! its swap and drops the schema. Until that commit nothing of it is visible: a failed or
 //! cancelled rebuild leaves nothing. A crash in the moment between the two commits leaves
 //! an unused schema, which the next rebuild (holding the rebuild lock, so no other is
@@ -77,10 +79,7 @@ impl Bulk {
         options: PgConnectOptions,
     ) -> Result<Self, ProjectionError> {
         let schema = quote(&format!("{SCHEMA_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-        let mut plans = Vec::with_capacity(tables.len());
-        for table in tables {
-            plans.push(TablePlan::read(conn, table, &schema).await?);
-        }
+        let plans = TablePlan::read(conn, tables, &schema).await?;
         let names = plans
             .iter()
             .map(|p| (p.name.clone(), p.home.clone()))

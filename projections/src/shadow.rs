@@ -44,40 +44,31 @@ impl Shadow {
                 .await?
                 .try_get(0)?;
         let schema = quote(&format!("warden_rebuild_{}", uuid::Uuid::new_v4().simple()));
-        execute(conn, &format!("CREATE SCHEMA {schema}")).await?;
-        let mut shadow = Self {
+        let plans = TablePlan::read(conn, tables, &schema).await?;
+        // All the copies in one round trip: a rebuild copies every table of every read
+        // model, and one statement at a time this was most of its start.
+        let mut script = format!("CREATE SCHEMA {schema};\n");
+        for plan in &plans {
+            for statement in plan.create.iter().chain(&plan.keys) {
+                script.push_str(statement);
+                script.push_str(";\n");
+            }
+        }
+        script.push_str(&format!(
+            "SET LOCAL search_path TO {schema}, {search_path};"
+        ));
+        execute_script(conn, &script).await?;
+        Ok(Self {
             schema,
             search_path,
-            tables: Vec::with_capacity(tables.len()),
-        };
-        for table in tables {
-            let table = shadow.copy(conn, table).await?;
-            shadow.tables.push(table);
-        }
-        execute(
-            conn,
-            &format!(
-                "SET LOCAL search_path TO {}, {}",
-                shadow.schema, shadow.search_path
-            ),
-        )
-        .await?;
-        Ok(shadow)
-    }
-
-    async fn copy(
-        &self,
-        conn: &mut AnyConnection,
-        table: &str,
-    ) -> Result<ShadowTable, ProjectionError> {
-        let plan = TablePlan::read(conn, table, &self.schema).await?;
-        for statement in plan.create.iter().chain(&plan.keys) {
-            execute(conn, statement).await?;
-        }
-        Ok(ShadowTable {
-            name: plan.name,
-            home: plan.home,
-            deferred_indexes: plan.deferred,
+            tables: plans
+                .into_iter()
+                .map(|plan| ShadowTable {
+                    name: plan.name,
+                    home: plan.home,
+                    deferred_indexes: plan.deferred,
+                })
+                .collect(),
         })
     }
 
@@ -125,23 +116,61 @@ pub(crate) struct TablePlan {
 }
 
 impl TablePlan {
-    /// Reads the live `table` (wherever the search path finds it) and plans its copy in
-    /// `schema` (quoted).
+    /// Reads the live `tables` (wherever the search path finds them), in one statement,
+    /// and plans their copies in `schema` (quoted).
     pub async fn read(
         conn: &mut AnyConnection,
+        tables: &[&str],
+        schema: &str,
+    ) -> Result<Vec<Self>, ProjectionError> {
+        let names = serde_json::to_string(tables).map_err(catalog)?;
+        // Per table: its schema, its keys and unique constraints (name and definition),
+        // and its other indexes (name, unique, definition), as JSON.
+        let found: Option<String> = sqlx::query(
+            "SELECT CAST(json_agg(json_build_array(t.name, \
+               (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                WHERE c.oid = to_regclass(quote_ident(t.name))), \
+               (SELECT COALESCE(json_agg(json_build_array(k.conname, pg_get_constraintdef(k.oid)) \
+                  ORDER BY k.conname), '[]') FROM pg_constraint k \
+                WHERE k.conrelid = to_regclass(quote_ident(t.name)) AND k.contype IN ('p', 'u', 'x')), \
+               (SELECT COALESCE(json_agg(json_build_array(c.relname, i.indisunique, \
+                  pg_get_indexdef(i.indexrelid)) ORDER BY c.relname), '[]') \
+                FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                WHERE i.indrelid = to_regclass(quote_ident(t.name)) \
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)) \
+             ) ORDER BY t.place) AS TEXT) \
+             FROM json_array_elements_text(CAST($1 AS json)) WITH ORDINALITY AS t(name, place)",
+        )
+        .bind(names)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+        type Found = (
+            String,
+            Option<String>,
+            Vec<(String, String)>,
+            Vec<(String, bool, String)>,
+        );
+        let found: Vec<Found> = match found {
+            Some(text) => serde_json::from_str(&text).map_err(catalog)?,
+            None => Vec::new(),
+        };
+        found
+            .into_iter()
+            .map(|(table, home, constraints, indexes)| {
+                Self::plan(&table, home, constraints, indexes, schema)
+            })
+            .collect()
+    }
+
+    fn plan(
         table: &str,
+        home: Option<String>,
+        constraints: Vec<(String, String)>,
+        indexes: Vec<(String, bool, String)>,
         schema: &str,
     ) -> Result<Self, ProjectionError> {
         let name = quote(table);
-        let home: Option<String> = sqlx::query(
-            "SELECT CAST(n.nspname AS TEXT) FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
-        )
-        .bind(&name)
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()?;
         let home = quote(&home.ok_or_else(|| {
             ProjectionError::Db(sqlx::Error::Protocol(format!(
                 "no table {table} on the search path to rebuild"
@@ -152,37 +181,18 @@ impl TablePlan {
             "CREATE TABLE {copy} (LIKE {live} INCLUDING ALL EXCLUDING INDEXES)"
         )];
         // Keys and unique constraints, under their live names.
-        let constraints = sqlx::query(
-            "SELECT CAST(conname AS TEXT), pg_get_constraintdef(oid) FROM pg_constraint \
-             WHERE conrelid = CAST($1 AS regclass) AND contype IN ('p', 'u', 'x') \
-             ORDER BY conname",
-        )
-        .bind(&live)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut keys = Vec::new();
-        for row in constraints {
-            let (constraint, definition): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            keys.push(format!(
-                "ALTER TABLE {copy} ADD CONSTRAINT {} {definition}",
-                quote(&constraint)
-            ));
-        }
+        let mut keys: Vec<String> = constraints
+            .into_iter()
+            .map(|(constraint, definition)| {
+                format!(
+                    "ALTER TABLE {copy} ADD CONSTRAINT {} {definition}",
+                    quote(&constraint)
+                )
+            })
+            .collect();
         // Other indexes: unique ones with the keys, the rest after the fill.
-        let indexes = sqlx::query(
-            "SELECT CAST(c.relname AS TEXT), i.indisunique, pg_get_indexdef(i.indexrelid) \
-             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-             WHERE i.indrelid = CAST($1 AS regclass) \
-             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
-             ORDER BY c.relname",
-        )
-        .bind(&live)
-        .fetch_all(&mut *conn)
-        .await?;
         let mut deferred = Vec::new();
-        for row in indexes {
-            let (index, unique, definition): (String, bool, String) =
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        for (index, unique, definition) in indexes {
             // `CREATE [UNIQUE] INDEX name ON table USING method (columns) [WHERE …]`.
             let Some((_, using)) = definition.split_once(" USING ") else {
                 return Err(ProjectionError::Db(sqlx::Error::Protocol(format!(
@@ -208,6 +218,18 @@ impl TablePlan {
             deferred,
         })
     }
+}
+
+fn catalog(e: serde_json::Error) -> ProjectionError {
+    ProjectionError::Db(sqlx::Error::Protocol(format!(
+        "unexpected answer from the catalog: {e}"
+    )))
+}
+
+/// Runs several `;`-separated statements in one round trip (the simple query protocol).
+async fn execute_script(conn: &mut AnyConnection, script: &str) -> Result<(), ProjectionError> {
+    sqlx::raw_sql(script).execute(&mut *conn).await?;
+    Ok(())
 }
 
 async fn execute(conn: &mut AnyConnection, sql: &str) -> Result<(), ProjectionError> {
