@@ -600,6 +600,8 @@ impl Projections {
         let total = self.store.head_position().await?;
         let _write = self.enter_writes().await;
         create_checkpoints(&self.pool, &checkpoint_names).await?;
+        // The log is read ahead from the start, while the transaction below is set up.
+        let ahead = ReadAhead::start(&self.store, 0);
         let mut tx = self.pool.begin_with(self.begin).await?;
         let mut bulk: Option<Bulk> = None;
         let mut replay = Replay {
@@ -609,6 +611,7 @@ impl Projections {
             total,
         };
         progress(0, total);
+        let mut ahead_in_place = None;
         let shadow = if self.shadow_rebuilds {
             // One shadow rebuild at a time: another one's copies would hold the live
             // tables this one drops, while it waits for the checkpoints this one holds.
@@ -643,7 +646,13 @@ impl Projections {
                 .collect();
             let shadow = crate::shadow::Shadow::create(&mut tx, &copied).await?;
             replay
-                .run(&self.store, &mut tx, bulk.as_mut(), settled, &mut progress)
+                .run(
+                    (&self.store, Some(ahead)),
+                    &mut tx,
+                    bulk.as_mut(),
+                    settled,
+                    &mut progress,
+                )
                 .await?;
             checkpoints(&mut tx, &checkpoint_names, self.lock_checkpoint).await?;
             Some(shadow)
@@ -655,11 +664,19 @@ impl Projections {
                     .execute(&mut *tx)
                     .await?;
             }
+            // In place, the whole log is replayed here, from the reads already started.
+            ahead_in_place = Some(ahead);
             None
         };
         // With the checkpoints locked: the rest of the log.
         replay
-            .run(&self.store, &mut tx, bulk.as_mut(), i64::MAX, &mut progress)
+            .run(
+                (&self.store, ahead_in_place),
+                &mut tx,
+                bulk.as_mut(),
+                i64::MAX,
+                &mut progress,
+            )
             .await?;
         if let Some(shadow) = shadow {
             shadow.swap(&mut tx).await?;
@@ -686,10 +703,11 @@ struct Replay<'a> {
 }
 
 impl Replay<'_> {
-    /// Applies the events after `self.at` up to `until`.
+    /// Applies the events after `self.at` up to `until`, continuing the reads `ahead` if
+    /// they start there.
     async fn run(
         &mut self,
-        store: &Arc<dyn EventStore>,
+        (store, ahead): (&Arc<dyn EventStore>, Option<ReadAhead>),
         conn: &mut AnyConnection,
         mut bulk: Option<&mut Bulk>,
         until: i64,
@@ -698,7 +716,10 @@ impl Replay<'_> {
         if self.at >= until {
             return Ok(());
         }
-        let mut ahead = ReadAhead::start(store, self.at);
+        let mut ahead = match ahead {
+            Some(ahead) if ahead.starts_after == self.at => ahead,
+            _ => ReadAhead::start(store, self.at),
+        };
         loop {
             let mut events = ahead.next().await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
@@ -750,6 +771,8 @@ struct ReadAhead {
     queued: std::collections::VecDeque<(i64, Prefetch)>,
     /// Where the next batch to queue starts (after this position).
     next_after: i64,
+    /// Where the reads were started (after this position).
+    starts_after: i64,
 }
 
 impl ReadAhead {
@@ -768,6 +791,7 @@ impl ReadAhead {
             batch,
             queued: std::collections::VecDeque::with_capacity(READ_AHEAD),
             next_after: after,
+            starts_after: after,
         };
         ahead.fill();
         ahead
