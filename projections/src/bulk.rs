@@ -5,11 +5,10 @@
 //! of every batch.
 //!
 //! The copier's transaction creates the tables in a schema of its own (`warden_copies_…`)
-//! with their keys and indexes, fills them, and commits only when the rebuild has replayed
-//! everything. (The indexes are kept up during the fill, in parallel with the replay: built
-//! after it, from the filled table, they were cheaper but a serial wait at the end, and the
-//! rebuild was slower overall.) The rebuild's transaction then moves them into place in
-//! its swap and drops the schema. Until that commit nothing of it is visible: a failed or
+//! with their keys, fills them, builds their other indexes (as the shadow copies do: one
+//! pass over the filled table, not an insert into the index per row), and commits only
+//! when the rebuild has replayed everything. The rebuild's transaction then moves them into
+//! place in its swap and drops the schema. Until that commit nothing of it is visible: a failed or
 //! cancelled rebuild leaves nothing. A crash in the moment between the two commits leaves
 //! an unused schema, which the next rebuild (holding the rebuild lock, so no other is
 //! running) drops before it starts.
@@ -24,8 +23,9 @@ use crate::ProjectionError;
 /// The prefix of the copier's schemas.
 const SCHEMA_PREFIX: &str = "warden_copies_";
 
-/// Bytes of `COPY` text sent to the copier at a time (one `COPY` statement each).
-const CHUNK: usize = 1 << 20;
+/// Bytes of `COPY` text sent to the copier at a time (one `COPY` statement each): small
+/// enough that what it still has to take after the replay's last batch is short.
+const CHUNK: usize = 1 << 18;
 
 /// Chunks waiting for the copier: enough to keep it busy, few enough to bound memory.
 const QUEUED_CHUNKS: usize = 4;
@@ -189,8 +189,10 @@ fn copier_gone() -> ProjectionError {
     ))
 }
 
-/// The copier: one transaction that creates the tables, takes every chunk in a `COPY`
-/// statement of its own, then builds the keys and indexes and commits.
+/// The copier: one transaction that creates the tables with their keys, takes every chunk
+/// in a `COPY` statement of its own, then builds the other indexes and commits. Kept up
+/// row by row during the fill, the audit log's index by organization and time was half the
+/// copier's CPU, and the copier held up the replay.
 async fn copy(
     options: PgConnectOptions,
     schema: String,
@@ -202,7 +204,7 @@ async fn copy(
     conn.execute(format!("CREATE SCHEMA {schema}").as_str())
         .await?;
     for plan in &plans {
-        for statement in plan.create.iter().chain(&plan.keys).chain(&plan.deferred) {
+        for statement in plan.create.iter().chain(&plan.keys) {
             conn.execute(statement.as_str()).await?;
         }
     }
@@ -216,6 +218,11 @@ async fn copy(
         let mut copy = conn.copy_in_raw(&statement).await?;
         copy.send(chunk.data).await?;
         copy.finish().await?;
+    }
+    for plan in &plans {
+        for statement in &plan.deferred {
+            conn.execute(statement.as_str()).await?;
+        }
     }
     conn.execute("COMMIT").await?;
     conn.close().await?;
