@@ -8,10 +8,10 @@
 //! with their keys, fills them, builds their other indexes (as the shadow copies do: one
 //! pass over the filled table, not an insert into the index per row), and commits only
 //! when the rebuild has replayed everything. The rebuild's transaction then moves them into
-//! place in its swap and drops the schema. Until that commit nothing of it is visible: a failed or
-//! cancelled rebuild leaves nothing. A crash in the moment between the two commits leaves
-//! an unused schema, which the next rebuild (holding the rebuild lock, so no other is
-//! running) drops before it starts.
+//! place in its swap and drops the schema. Until that commit nothing of it is visible: a
+//! failed or cancelled rebuild leaves nothing. A crash in the moment between the two
+//! commits leaves an unused schema, which the next rebuild (holding the rebuild lock, so no
+//! other is running) drops before it starts.
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AnyConnection, Connection, Executor, Row};

@@ -647,7 +647,8 @@ impl Projections {
             let shadow = crate::shadow::Shadow::create(&mut tx, &copied).await?;
             replay
                 .run(
-                    (&self.store, Some(ahead)),
+                    &self.store,
+                    Some(ahead),
                     &mut tx,
                     bulk.as_mut(),
                     settled,
@@ -671,7 +672,8 @@ impl Projections {
         // With the checkpoints locked: the rest of the log.
         replay
             .run(
-                (&self.store, ahead_in_place),
+                &self.store,
+                ahead_in_place,
                 &mut tx,
                 bulk.as_mut(),
                 i64::MAX,
@@ -707,7 +709,8 @@ impl Replay<'_> {
     /// they start there.
     async fn run(
         &mut self,
-        (store, ahead): (&Arc<dyn EventStore>, Option<ReadAhead>),
+        store: &Arc<dyn EventStore>,
+        ahead: Option<ReadAhead>,
         conn: &mut AnyConnection,
         mut bulk: Option<&mut Bulk>,
         until: i64,
