@@ -600,8 +600,9 @@ impl Projections {
         let total = self.store.head_position().await?;
         let _write = self.enter_writes().await;
         create_checkpoints(&self.pool, &checkpoint_names).await?;
-        // The log is read ahead from the start, while the transaction below is set up.
-        let ahead = ReadAhead::start(&self.store, 0);
+        // The log is read ahead from the start, while the transaction below is set up; the
+        // first replay continues these reads.
+        let mut ahead = Some(ReadAhead::start(&self.store, 0));
         let mut tx = self.pool.begin_with(self.begin).await?;
         let mut bulk: Option<Bulk> = None;
         let mut replay = Replay {
@@ -611,7 +612,6 @@ impl Projections {
             total,
         };
         progress(0, total);
-        let mut ahead_in_place = None;
         let shadow = if self.shadow_rebuilds {
             // One shadow rebuild at a time: another one's copies would hold the live
             // tables this one drops, while it waits for the checkpoints this one holds.
@@ -648,7 +648,7 @@ impl Projections {
             replay
                 .run(
                     &self.store,
-                    Some(ahead),
+                    ahead.take(),
                     &mut tx,
                     bulk.as_mut(),
                     settled,
@@ -665,15 +665,13 @@ impl Projections {
                     .execute(&mut *tx)
                     .await?;
             }
-            // In place, the whole log is replayed here, from the reads already started.
-            ahead_in_place = Some(ahead);
             None
         };
         // With the checkpoints locked: the rest of the log.
         replay
             .run(
                 &self.store,
-                ahead_in_place,
+                ahead.take(),
                 &mut tx,
                 bulk.as_mut(),
                 i64::MAX,
